@@ -1,0 +1,19 @@
+"""zoo: an Equinox model zoo for JAX.
+
+Set `ZOO_TYPECHECK=1` in the environment to check every array argument's shape and dtype at
+runtime (jaxtyping + beartype); checks run at trace time, so they cost nothing inside `jit`.
+"""
+
+from . import _typecheck
+
+_typecheck.install_if_requested()
+
+import importlib.metadata  # noqa: E402
+
+# --- models (foundation) ---
+# --- hub ---
+
+try:
+    __version__ = importlib.metadata.version("eqx-zoo")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
