@@ -11,6 +11,18 @@ _typecheck.install_if_requested()
 import importlib.metadata  # noqa: E402
 
 # --- models (foundation) ---
+from ._summary import summary as summary  # noqa: E402
+from .models import (  # noqa: E402
+    GRU as GRU,
+    MLP as MLP,
+    ConvNet as ConvNet,
+    GRUCell as GRUCell,
+    GRUClassifier as GRUClassifier,
+    LinearRegression as LinearRegression,
+    LogisticRegression as LogisticRegression,
+    least_squares as least_squares,
+)
+
 # --- hub ---
 
 try:

@@ -1,7 +1,24 @@
-"""Shape aliases shared across zoo's annotations."""
+"""Shape aliases and the shape check shared across zoo's models."""
 
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
-__all__ = ["Array", "Float", "Int", "PRNGKeyArray", "Shaped", "Scalar"]
+__all__ = ["Array", "Float", "Int", "PRNGKeyArray", "Shaped", "Scalar", "check_shape"]
 
 Scalar = Float[Array, ""]
+
+
+def check_shape(owner: str, argument: str, x: Array, expected: tuple[int | None, ...]) -> None:
+    """Raise a `ValueError` unless `x.shape` matches `expected` (`None` matches any size).
+
+    jaxtyping checks ranks and dtypes, but it cannot tie an axis to a model's hyperparameter
+    (a 783-feature input into a 784-input MLP), so models call this at trace time: it costs
+    nothing inside `jit` and guards users whether or not runtime checking is switched on.
+    """
+    ok = len(x.shape) == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, x.shape, strict=True)
+    )
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(
+            f"{owner}: argument `{argument}` must have shape {want}, got {tuple(x.shape)}"
+        )

@@ -1,0 +1,184 @@
+"""A convolutional classifier with BatchNorm, its running statistics held in `eqx.nn.State`."""
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+
+from .._typing import Array, Float, PRNGKeyArray, check_shape
+from ._activations import get_activation
+from ._validate import per_layer, positive_int
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "SAME":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1
+
+
+class ConvNet(eqx.Module):
+    """Conv blocks (Conv -> optional BatchNorm -> activation -> optional max-pool), then a
+    dense head. Stateful: build with `eqx.nn.make_with_state(ConvNet)(..., key=key)`.
+
+    The defaults build the CNN of the MNIST experiment: Conv(32, 5x5, s2)+BN+ReLU,
+    Conv(32, 5x5, s2)+BN+ReLU, Conv(10, 3x3, s2)+BN+ReLU, Conv(10, 3x3, s2)+ReLU (all SAME
+    padding), flatten, Linear to 10 classes.
+
+    Training mode normalises with the batch statistics (BatchNorm `mode="batch"`, batched with
+    `jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))`) and updates
+    the running statistics in `state`; `eqx.nn.inference_mode(model)` uses the running ones.
+    """
+
+    convs: tuple[eqx.nn.Conv2d, ...]
+    norms: tuple[eqx.nn.BatchNorm | None, ...]
+    hidden: tuple[eqx.nn.Linear, ...]
+    head: eqx.nn.Linear
+    dropout: eqx.nn.Dropout
+    pools: tuple[int, ...] = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    image_size: tuple[int, int] = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (32, 32, 10, 10),
+        kernel_sizes: int | Sequence[int] = (5, 5, 3, 3),
+        strides: int | Sequence[int] = 2,
+        batch_norm: bool | Sequence[bool] = (True, True, True, False),
+        pools: int | Sequence[int] = 1,
+        hidden: Sequence[int] = (),
+        in_channels: int = 1,
+        image_size: int | tuple[int, int] = 28,
+        num_classes: int = 10,
+        padding: str = "SAME",
+        activation: str = "relu",
+        dropout: float = 0.0,
+        bn_momentum: float = 0.99,
+        dtype=None,
+        *,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `channels`: output channels of each conv layer; its length sets the number of layers.
+        - `kernel_sizes`, `strides`: per layer, or one value for all.
+        - `batch_norm`: whether each layer has BatchNorm (per layer, or one value for all).
+        - `pools`: max-pool window (= stride) after each block; 1 for none.
+        - `hidden`: widths of dense layers between the flatten and the classifier head.
+        - `in_channels`, `image_size` (`int` or `(height, width)`), `num_classes`.
+        - `padding`: `"SAME"` or `"VALID"`.
+        - `activation`: name of the activation (`"relu"`, `"gelu"`, ...).
+        - `dropout`: dropout rate before each dense layer (needs `key` when training).
+        - `bn_momentum`: BatchNorm's running-statistics momentum.
+        - `dtype`: parameter dtype; `key`: PRNG key for the initialisation.
+
+        **Raises:** `ValueError` naming the argument for non-positive sizes, per-layer
+        arguments of the wrong length, an unknown padding or activation, or a kernel or pool
+        larger than the feature map it meets.
+        """
+        name = "ConvNet"
+        if not channels:
+            raise ValueError(f"{name}: `channels` must name at least one conv layer")
+        n = len(channels)
+        channels = tuple(positive_int(name, "channels", c) for c in channels)
+        kernels = tuple(
+            positive_int(name, "kernel_sizes", k)
+            for k in per_layer(name, "kernel_sizes", kernel_sizes, n)
+        )
+        strides_ = tuple(
+            positive_int(name, "strides", s) for s in per_layer(name, "strides", strides, n)
+        )
+        norms_on = tuple(bool(b) for b in per_layer(name, "batch_norm", batch_norm, n))
+        self.pools = tuple(
+            positive_int(name, "pools", p) for p in per_layer(name, "pools", pools, n)
+        )
+        hidden = tuple(positive_int(name, "hidden", h) for h in hidden)
+        self.in_channels = positive_int(name, "in_channels", in_channels)
+        self.num_classes = positive_int(name, "num_classes", num_classes)
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.image_size = (
+            positive_int(name, "image_size", image_size[0]),
+            positive_int(name, "image_size", image_size[1]),
+        )
+        if padding not in ("SAME", "VALID"):
+            raise ValueError(f"{name}: `padding` must be 'SAME' or 'VALID', got {padding!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: `dropout` must be in [0, 1), got {dropout!r}")
+        get_activation(name, activation)
+        self.activation = activation
+
+        # Trace the feature-map size through the layers so that impossible geometries fail
+        # here, with the layer named, rather than as an XLA shape error at the first call.
+        h, w = self.image_size
+        for i, (k, s, p) in enumerate(zip(kernels, strides_, self.pools, strict=True)):
+            if padding == "VALID" and (k > h or k > w):
+                raise ValueError(
+                    f"{name}: `kernel_sizes[{i}]`={k} is larger than the {h}x{w} feature map "
+                    f"it meets with VALID padding"
+                )
+            h, w = _conv_out(h, k, s, padding), _conv_out(w, k, s, padding)
+            if p > h or p > w:
+                raise ValueError(
+                    f"{name}: `pools[{i}]`={p} is larger than the {h}x{w} feature map it meets"
+                )
+            h, w = h // p, w // p
+
+        keys = jr.split(key, n + len(hidden) + 1)
+        ins = (self.in_channels,) + channels[:-1]
+        self.convs = tuple(
+            eqx.nn.Conv2d(i, o, k, stride=s, padding=padding, dtype=dtype, key=kk)
+            for i, o, k, s, kk in zip(ins, channels, kernels, strides_, keys[:n], strict=True)
+        )
+        self.norms = tuple(
+            eqx.nn.BatchNorm(c, axis_name="batch", momentum=bn_momentum, mode="batch", dtype=dtype)
+            if on
+            else None
+            for c, on in zip(channels, norms_on, strict=True)
+        )
+        sizes = (channels[-1] * h * w,) + hidden
+        self.hidden = tuple(
+            eqx.nn.Linear(i, o, dtype=dtype, key=kk)
+            for i, o, kk in zip(sizes[:-1], sizes[1:], keys[n:-1], strict=True)
+        )
+        self.head = eqx.nn.Linear(sizes[-1], self.num_classes, dtype=dtype, key=keys[-1])
+        self.dropout = eqx.nn.Dropout(dropout)
+
+    def __call__(
+        self,
+        x: Float[Array, "channels height width"],
+        state: eqx.nn.State,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, " classes"], eqx.nn.State]:
+        """**Arguments:**
+
+        - `x`: one image, shape `(in_channels, height, width)`.
+        - `state`: the BatchNorm running statistics.
+        - `key`: PRNG key for dropout; needed only when training with `dropout > 0`.
+
+        **Returns:** `(logits, state)`: logits of shape `(num_classes,)` and the updated state.
+        """
+        check_shape("ConvNet", "x", x, (self.in_channels, *self.image_size))
+        act = get_activation("ConvNet", self.activation)
+        for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
+            x = conv(x)
+            if norm is not None:
+                x, state = norm(x, state)
+            x = act(x)
+            if pool > 1:
+                window = (1, pool, pool)
+                x = lax.reduce_window(
+                    x, jnp.array(-jnp.inf, x.dtype), lax.max, window, window, "VALID"
+                )
+        x = x.reshape(-1)
+        keys = (
+            [None] * (len(self.hidden) + 1) if key is None else jr.split(key, len(self.hidden) + 1)
+        )
+        for layer, k in zip(self.hidden, keys[:-1], strict=True):
+            x = act(layer(self.dropout(x, key=k)))
+        return self.head(self.dropout(x, key=keys[-1])), state

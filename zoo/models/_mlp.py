@@ -1,0 +1,76 @@
+"""The multi-layer perceptron."""
+
+import equinox as eqx
+import jax.random as jr
+
+from .._typing import Array, Float, PRNGKeyArray, check_shape
+from ._activations import get_activation
+from ._validate import non_negative_int, positive_int
+
+
+class MLP(eqx.Module):
+    """A fully connected network: `depth` hidden layers of `width` units, then a linear head.
+
+    The defaults build the 784-512-512-10 ReLU network of the MNIST MLP experiment.
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+    in_size: int = eqx.field(static=True)
+    out_size: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int = 784,
+        out_size: int = 10,
+        width: int = 512,
+        depth: int = 2,
+        activation: str = "relu",
+        dtype=None,
+        *,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `in_size`: number of input features.
+        - `out_size`: number of outputs (classes, for a classifier).
+        - `width`: units in each hidden layer.
+        - `depth`: number of hidden layers (0 gives a linear model).
+        - `activation`: name of the hidden activation (`"relu"`, `"gelu"`, `"tanh"`, ...).
+        - `dtype`: parameter dtype (default: JAX's default float).
+        - `key`: PRNG key for the initialisation.
+
+        **Raises:** `ValueError` naming the argument if a size is not positive or the
+        activation is unknown.
+        """
+        self.in_size = positive_int("MLP", "in_size", in_size)
+        self.out_size = positive_int("MLP", "out_size", out_size)
+        self.width = positive_int("MLP", "width", width)
+        self.depth = non_negative_int("MLP", "depth", depth)
+        get_activation("MLP", activation)
+        self.activation = activation
+        sizes = [in_size] + [width] * depth + [out_size]
+        keys = jr.split(key, len(sizes) - 1)
+        self.layers = tuple(
+            eqx.nn.Linear(i, o, dtype=dtype, key=k)
+            for i, o, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
+        )
+
+    def __call__(
+        self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out_size"]:
+        """**Arguments:**
+
+        - `x`: one example, shape `(in_size,)`; flatten images first (`x.reshape(-1)`).
+        - `key`: unused; accepted so that every zoo model shares one call signature.
+
+        **Returns:** the outputs (logits), shape `(out_size,)`.
+        """
+        del key
+        check_shape("MLP", "x", x, (self.in_size,))
+        act = get_activation("MLP", self.activation)
+        for layer in self.layers[:-1]:
+            x = act(layer(x))
+        return self.layers[-1](x)
