@@ -18,7 +18,8 @@ def check_shape(owner: str, argument: str, x: Array, expected: tuple[int | None,
         e is None or e == s for e, s in zip(expected, x.shape, strict=True)
     )
     if not ok:
-        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        dims = ["*" if e is None else str(e) for e in expected]
+        want = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise ValueError(
             f"{owner}: argument `{argument}` must have shape {want}, got {tuple(x.shape)}"
         )

@@ -41,12 +41,13 @@ class GRUCell(eqx.Module):
         self.weight_hh = jr.uniform(k_hh, (3 * hidden_size, hidden_size), dtype, -lim, lim)
         self.bias = jr.uniform(k_b, (3 * hidden_size,), dtype, -lim, lim)
 
-    def project(self, x: Float[Array, "*time input"]) -> Float[Array, "*time 3*hidden"]:
+    def project(self, x: Float[Array, "*time input"]) -> Float[Array, "*time gates"]:
         """`W x + b` for the three gates (z, r, h), for one step or a whole sequence."""
-        return x @ self.weight_ih.T + self.bias
+        # Explicit broadcast: zoo runs under jax_numpy_rank_promotion="raise" in its tests.
+        return x @ self.weight_ih.T + jnp.broadcast_to(self.bias, (*x.shape[:-1], self.bias.size))
 
     def step(
-        self, h: Float[Array, " hidden"], xw: Float[Array, " 3*hidden"]
+        self, h: Float[Array, " hidden"], xw: Float[Array, " gates"]
     ) -> Float[Array, " hidden"]:
         """The recurrent half of one step, given the projected input `xw = project(x)`."""
         n = self.hidden_size
@@ -108,7 +109,7 @@ class GRUEncoder(eqx.Module):
         if h0 is None:
             h0 = jnp.zeros(self.cell.hidden_size, xs.dtype)
         # Every step's input projection in one matmul; the scan carries one array.
-        xw = self.cell.project(jax.nn.relu(xs @ self.embed.weight.T + self.embed.bias))
+        xw = self.cell.project(jax.nn.relu(xs @ self.embed.weight.T + self.embed.bias[None, :]))
 
         def body(h, xw_t):
             h = self.cell.step(h, xw_t)
@@ -161,7 +162,7 @@ class GRU(eqx.Module):
         del key
         check_shape("GRU", "xs", xs, (None, self.encoder.in_size))
         hs = self.encoder(xs)
-        return hs @ self.readout.weight.T + self.readout.bias
+        return hs @ self.readout.weight.T + self.readout.bias[None, :]
 
 
 class GRUClassifier(eqx.Module):

@@ -1,0 +1,391 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+
+def _bn_vmap(model):
+    return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
+
+
+# ---------------------------------------------------------------- shapes and dtypes
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_mlp_shapes_and_dtypes(getkey, dtype):
+    import zoo
+
+    model = zoo.MLP(dtype=dtype, key=getkey())
+    assert [layer.weight.shape for layer in model.layers] == [(512, 784), (512, 512), (10, 512)]
+    y = jax.vmap(model)(jnp.ones((3, 784), dtype))
+    assert y.shape == (3, 10) and y.dtype == dtype
+    small = zoo.MLP(in_size=5, out_size=2, width=7, depth=3, activation="tanh", key=getkey())
+    assert len(small.layers) == 4 and small(jnp.ones(5)).shape == (2,)
+    assert zoo.MLP(in_size=3, out_size=1, depth=0, key=getkey())(jnp.ones(3)).shape == (1,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_convnet_shapes_and_dtypes(getkey, dtype):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(dtype=dtype, key=getkey())
+    assert [c.out_channels for c in model.convs] == [32, 32, 10, 10]
+    assert [c.kernel_size for c in model.convs] == [(5, 5), (5, 5), (3, 3), (3, 3)]
+    assert [c.stride for c in model.convs] == [(2, 2)] * 4
+    assert [n is not None for n in model.norms] == [True, True, True, False]
+    assert model.head.in_features == 10 * 2 * 2  # 28 -> 14 -> 7 -> 4 -> 2 with SAME padding
+    logits, state = _bn_vmap(model)(jnp.ones((4, 1, 28, 28), dtype), state)
+    assert logits.shape == (4, 10) and logits.dtype == dtype
+    logits, _ = eqx.nn.inference_mode(model)(jnp.ones((1, 28, 28), dtype), state)
+    assert logits.shape == (10,)
+
+
+def test_convnet_configurable(getkey):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(8, 16),
+        kernel_sizes=3,
+        strides=1,
+        batch_norm=True,
+        pools=2,
+        hidden=(32,),
+        in_channels=3,
+        image_size=(16, 12),
+        num_classes=5,
+        dropout=0.25,
+        key=getkey(),
+    )
+    assert model.head.in_features == 32 and model.hidden[0].in_features == 16 * 4 * 3
+    x = jr.normal(getkey(), (2, 3, 16, 12))
+    keys = jr.split(getkey(), 2)
+    logits, state = jax.vmap(
+        lambda x, s, k: model(x, s, key=k),
+        axis_name="batch",
+        in_axes=(0, None, 0),
+        out_axes=(0, None),
+    )(x, state, keys)
+    assert logits.shape == (2, 5)
+
+
+def test_gru_shapes(getkey):
+    import zoo
+
+    model = zoo.GRU(key=getkey())
+    assert model.encoder.embed.weight.shape == (12, 1)
+    assert model.encoder.cell.weight_hh.shape == (36, 12)
+    assert model.readout.weight.shape == (1, 12)
+    assert model.encoder.initial_state is not None
+    y = jax.vmap(model)(jnp.ones((5, 9, 1)))
+    assert y.shape == (5, 9, 1) and y.dtype == jnp.float32
+    clf = zoo.GRUClassifier(key=getkey())
+    assert clf(jnp.ones((28, 28))).shape == (10,)
+    assert zoo.GRU(learn_initial_state=False, key=getkey()).encoder.initial_state is None
+
+
+def test_regression_shapes(getkey):
+    import zoo
+
+    lin = zoo.LinearRegression(3, key=getkey())
+    assert lin(jnp.ones(3)).shape == ()
+    assert jax.vmap(lin)(jnp.ones((4, 3))).shape == (4,)
+    log = zoo.LogisticRegression(3)
+    assert float(log.probability(jnp.ones(3))) == pytest.approx(0.5)  # zero init
+
+
+# ---------------------------------------------------------------- values against references
+
+
+def _np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np_gru_step(cell, x, h):
+    w = np.asarray(cell.weight_ih, np.float64)
+    u = np.asarray(cell.weight_hh, np.float64)
+    b = np.asarray(cell.bias, np.float64)
+    n = cell.hidden_size
+    wz, wr, wh = w[:n], w[n : 2 * n], w[2 * n :]
+    uz, ur, uh = u[:n], u[n : 2 * n], u[2 * n :]
+    bz, br, bh = b[:n], b[n : 2 * n], b[2 * n :]
+    z = _np_sigmoid(wz @ x + uz @ h + bz)
+    r = _np_sigmoid(wr @ x + ur @ h + br)
+    c = np.tanh(wh @ x + uh @ (r * h) + bh)
+    return z * h + (1 - z) * c
+
+
+def test_gru_cell_matches_numpy_equations(getkey):
+    import zoo
+
+    cell = zoo.GRUCell(4, 6, key=getkey())
+    x = np.asarray(jr.normal(getkey(), (4,)))
+    h = np.asarray(jr.normal(getkey(), (6,)))
+    expected = _np_gru_step(cell, x.astype(np.float64), h.astype(np.float64))
+    np.testing.assert_allclose(cell(jnp.asarray(x), jnp.asarray(h)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_scanned_gru_matches_python_loop(getkey):
+    import zoo
+
+    model = zoo.GRU(in_size=2, hidden_size=5, out_size=3, key=getkey())
+    model = eqx.tree_at(lambda m: m.encoder.initial_state, model, jr.normal(getkey(), (5,)))
+    xs = jr.normal(getkey(), (7, 2))
+    enc = model.encoder
+    h = enc.initial_state
+    outs = []
+    for x in xs:
+        h = enc.cell(jax.nn.relu(enc.embed(x)), h)
+        outs.append(model.readout(h))
+    np.testing.assert_allclose(model(xs), jnp.stack(outs), rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_statistics_and_running_state_match_numpy(getkey):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(4,), kernel_sizes=3, strides=1, batch_norm=True, image_size=6, key=getkey()
+    )
+    # Non-trivial affine parameters so that they are tested too.
+    norm = model.norms[0]
+    assert norm is not None
+    model = eqx.tree_at(
+        lambda m: (m.norms[0].weight, m.norms[0].bias),
+        model,
+        (jr.normal(getkey(), (4,)), jr.normal(getkey(), (4,))),
+    )
+    norm = model.norms[0]
+    assert norm is not None
+    x = jr.normal(getkey(), (8, 1, 6, 6))
+    logits, new_state = _bn_vmap(model)(x, state)
+
+    pre = np.asarray(jax.vmap(model.convs[0])(x), np.float64)  # (batch, C, H, W)
+    mean = pre.mean(axis=(0, 2, 3))
+    var = pre.var(axis=(0, 2, 3))
+    w, b = np.asarray(norm.weight), np.asarray(norm.bias)
+    normed = (pre - mean[:, None, None]) / np.sqrt(var[:, None, None] + norm.eps)
+    act = np.maximum(normed * w[:, None, None] + b[:, None, None], 0.0)
+    expected = act.reshape(8, -1) @ np.asarray(model.head.weight).T + np.asarray(model.head.bias)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+    m = norm.momentum
+    hidden_mean, hidden_var = new_state.get(norm.batch_state_index)
+    assert int(new_state.get(norm.batch_counter)) == 1
+    np.testing.assert_allclose(hidden_mean, (1 - m) * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(hidden_var, m * 1.0 + (1 - m) * var, rtol=1e-4, atol=1e-6)
+
+    # Inference mode: the debiased running statistics, not the batch's; state unchanged.
+    infer = eqx.nn.inference_mode(model)
+    run_mean = np.asarray(hidden_mean) / (1 - m)
+    run_var = np.asarray(hidden_var) / (1 - m)
+    one = x[0]
+    y, after = infer(one, new_state)
+    pre0 = pre[0]
+    normed0 = (pre0 - run_mean[:, None, None]) / np.sqrt(run_var[:, None, None] + norm.eps)
+    act0 = np.maximum(normed0 * w[:, None, None] + b[:, None, None], 0.0)
+    expected0 = act0.reshape(-1) @ np.asarray(model.head.weight).T + np.asarray(model.head.bias)
+    np.testing.assert_allclose(y, expected0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(after.get(norm.batch_state_index)[0], hidden_mean)
+    # And a batch in inference mode gives each example the same answer as alone.
+    ys, _ = jax.vmap(infer, in_axes=(0, None), out_axes=(0, None))(x, new_state)
+    np.testing.assert_allclose(ys[0], y, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_gradients_match_finite_differences(getkey):
+    import zoo
+
+    with jax.enable_x64(True):
+        model = zoo.MLP(
+            in_size=4,
+            out_size=3,
+            width=5,
+            depth=2,
+            activation="tanh",
+            dtype=jnp.float64,
+            key=getkey(),
+        )
+        x = jr.normal(getkey(), (4,), jnp.float64)
+
+        def loss(m):
+            return jnp.sum(m(x) ** 2)
+
+        grads = eqx.filter_grad(loss)(model)
+        w = model.layers[1].weight
+        g = grads.layers[1].weight
+        eps = 1e-6
+        for idx in [(0, 0), (2, 3), (4, 1)]:
+            bump = jnp.zeros_like(w).at[idx].set(eps)
+            plus = eqx.tree_at(lambda m: m.layers[1].weight, model, w + bump)
+            minus = eqx.tree_at(lambda m: m.layers[1].weight, model, w - bump)
+            fd = (loss(plus) - loss(minus)) / (2 * eps)
+            np.testing.assert_allclose(g[idx], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_least_squares_matches_numpy(getkey):
+    import zoo
+
+    x = jr.normal(getkey(), (50, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5]) + 3.0 + 0.01 * jr.normal(getkey(), (50,))
+    coef, intercept = zoo.least_squares(x, y)
+    design = np.concatenate([np.asarray(x), np.ones((50, 1))], axis=1)
+    ref = np.linalg.lstsq(design, np.asarray(y), rcond=None)[0]
+    np.testing.assert_allclose(coef, ref[:3], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(intercept, ref[3], rtol=1e-4, atol=1e-4)
+    model = zoo.LinearRegression.from_least_squares(x, y)
+    np.testing.assert_allclose(jax.vmap(model)(x), design @ ref, rtol=1e-4, atol=1e-4)
+    from jaxtyping import TypeCheckError
+
+    # The tests run with shape checking on, so jaxtyping catches it before our own check.
+    with pytest.raises(TypeCheckError, match=r"(?s)parameter 'y'.*f32\[49\].*samples=50"):
+        zoo.least_squares(x, y[:49])
+
+
+def test_logistic_regression_probability(getkey):
+    import zoo
+
+    model = zoo.LogisticRegression(2, key=getkey())
+    x = jnp.array([0.3, -1.2])
+    logit = float(jnp.dot(model.weight, x) + model.bias)
+    assert float(model.probability(x)) == pytest.approx(1 / (1 + np.exp(-logit)), rel=1e-5)
+
+
+# ---------------------------------------------------------------- compilation
+
+
+def test_jitted_call_does_not_recompile(getkey):
+    import zoo
+
+    model = zoo.MLP(in_size=8, out_size=2, width=4, key=getkey())
+    traces = []
+
+    @eqx.filter_jit
+    def forward(m, x):
+        traces.append(1)
+        return jax.vmap(m)(x)
+
+    forward(model, jnp.ones((3, 8)))
+    forward(model, jnp.zeros((3, 8)))
+    other = eqx.tree_at(lambda m: m.layers[0].bias, model, model.layers[0].bias + 1)
+    forward(other, jnp.ones((3, 8)))
+    assert len(traces) == 1
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_wrong_axis_size_names_argument_and_shapes(getkey):
+    import zoo
+
+    model = zoo.MLP(key=getkey())
+    with pytest.raises(
+        ValueError, match=r"MLP: argument `x` must have shape \(784,\), got \(783,\)"
+    ):
+        model(jnp.ones(783))
+    conv, state = eqx.nn.make_with_state(zoo.ConvNet)(key=getkey())
+    with pytest.raises(
+        ValueError, match=r"argument `x` must have shape \(1, 28, 28\), got \(3, 28, 28\)"
+    ):
+        conv(jnp.ones((3, 28, 28)), state)
+    with pytest.raises(ValueError, match=r"argument `xs` must have shape \(\*, 1\), got \(10, 2\)"):
+        zoo.GRU(key=getkey())(jnp.ones((10, 2)))
+
+
+def test_wrong_rank_and_dtype_are_type_errors_naming_argument(getkey):
+    from jaxtyping import TypeCheckError
+
+    import zoo
+
+    model = zoo.MLP(key=getkey())
+    with pytest.raises(TypeCheckError, match=r"(?s)parameter 'x'.*f32\[2,784\]"):
+        model(jnp.ones((2, 784)))
+    with pytest.raises(TypeCheckError, match=r"(?s)parameter 'x'.*i32\[784\]"):
+        model(jnp.ones(784, jnp.int32))
+    with pytest.raises(TypeCheckError, match=r"(?s)parameter 'xs'.*f32\[10\]"):
+        zoo.GRU(key=getkey())(jnp.ones(10))
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda k: __import__("zoo").MLP(width=0, key=k), "`width` must be a positive integer"),
+        (lambda k: __import__("zoo").MLP(in_size=-3, key=k), "`in_size` must be a positive"),
+        (lambda k: __import__("zoo").MLP(activation="relu6x", key=k), "unknown `activation`"),
+        (lambda k: __import__("zoo").ConvNet(channels=(8, 0), key=k), "`channels`"),
+        (
+            lambda k: __import__("zoo").ConvNet(kernel_sizes=(3, 3), key=k),
+            r"`kernel_sizes` must have one entry per layer \(4\), got 2",
+        ),
+        (
+            lambda k: __import__("zoo").ConvNet(
+                channels=(4,), kernel_sizes=7, batch_norm=True, image_size=5, padding="VALID", key=k
+            ),
+            r"`kernel_sizes\[0\]`=7 is larger than the 5x5 feature map",
+        ),
+        (lambda k: __import__("zoo").ConvNet(padding="FULL", key=k), "`padding`"),
+        (lambda k: __import__("zoo").ConvNet(activation="nope", key=k), "unknown `activation`"),
+        (lambda k: __import__("zoo").GRU(hidden_size=0, key=k), "`hidden_size`"),
+        (lambda k: __import__("zoo").GRUCell(0, 3, key=k), "`input_size`"),
+        (lambda k: __import__("zoo").LinearRegression(0), "`in_features`"),
+    ],
+)
+def test_impossible_constructor_arguments_raise_value_error(getkey, build, message):
+    with pytest.raises(ValueError, match=message):
+        build(getkey())
+
+
+def test_zoo_typecheck_switch_in_a_fresh_process():
+    """`ZOO_TYPECHECK=1` alone (no pytest plugin) turns on runtime shape checking."""
+    code = textwrap.dedent(
+        """
+        import jax.numpy as jnp, jax.random as jr
+        import zoo
+        from jaxtyping import TypeCheckError
+        model = zoo.MLP(in_size=4, out_size=2, width=3, key=jr.PRNGKey(0))
+        try:
+            model(jnp.ones(4, jnp.int32))
+        except TypeCheckError as e:
+            print("CHECKED", "parameter 'x'" in str(e))
+        else:
+            print("UNCHECKED")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_TYPECHECK"}
+    on = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "ZOO_TYPECHECK": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    off = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert on.stdout.strip() == "CHECKED True"
+    assert off.stdout.strip() == "UNCHECKED"
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_summary_lists_every_parameter_with_totals(getkey):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(key=getkey())
+    text = zoo.summary(model, state)
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, eqx.is_array))[0]
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path, simple=True, separator=".")
+        assert name in text
+        assert str(leaf.shape) in text
+    total = sum(leaf.size for _, leaf in leaves)
+    assert total == 30_822
+    assert "Total: 30,822 parameters" in text
+    assert "State: " in text
+    mlp_text = zoo.summary(zoo.MLP(key=getkey()))
+    assert "Total: 669,706 parameters" in mlp_text  # 784*512+512 + 512*512+512 + 512*10+10
