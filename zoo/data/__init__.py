@@ -1,0 +1,17 @@
+"""Datasets and input pipelines: MNIST-style images, synthetic processes, Grain batches."""
+
+from ._idx import CorruptDatasetError as CorruptDatasetError
+from ._pipeline import (
+    DEFAULT_READ_OPTIONS as DEFAULT_READ_OPTIONS,
+    batches as batches,
+    steps_per_epoch as steps_per_epoch,
+)
+from ._sources import (
+    DatasetNotFoundError as DatasetNotFoundError,
+    data_root as data_root,
+    load as load,
+)
+from ._synthetic import (
+    linear_regression as linear_regression,
+    ou_process as ou_process,
+)
