@@ -271,7 +271,7 @@ def test_jitted_call_does_not_recompile(getkey):
 
     forward(model, jnp.ones((3, 8)))
     forward(model, jnp.zeros((3, 8)))
-    other = eqx.tree_at(lambda m: m.layers[0].bias, model, model.layers[0].bias + 1)
+    other = eqx.tree_at(lambda m: m.layers[0].weight, model, model.layers[0].weight + 1)
     forward(other, jnp.ones((3, 8)))
     assert len(traces) == 1
 

@@ -109,7 +109,7 @@ class GRUEncoder(eqx.Module):
         if h0 is None:
             h0 = jnp.zeros(self.cell.hidden_size, xs.dtype)
         # Every step's input projection in one matmul; the scan carries one array.
-        xw = self.cell.project(jax.nn.relu(xs @ self.embed.weight.T + self.embed.bias[None, :]))
+        xw = self.cell.project(jax.nn.relu(jax.vmap(self.embed)(xs)))
 
         def body(h, xw_t):
             h = self.cell.step(h, xw_t)
@@ -162,7 +162,7 @@ class GRU(eqx.Module):
         del key
         check_shape("GRU", "xs", xs, (None, self.encoder.in_size))
         hs = self.encoder(xs)
-        return hs @ self.readout.weight.T + self.readout.bias[None, :]
+        return jax.vmap(self.readout)(hs)
 
 
 class GRUClassifier(eqx.Module):

@@ -1,0 +1,40 @@
+"""Development sessions: `nox -s tests lint typecheck`, plus `recipes` and `bench`."""
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, with runtime shape checking on (see pyproject's pytest addopts)."""
+    session.install(".[test]")
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install(".[test]", "pyright")
+    session.run("pyright", "--pythonpath", session.virtualenv.location + "/bin/python")
+
+
+@nox.session
+def recipes(session: nox.Session) -> None:
+    """Every recipe at full length, as the README's results table reports them."""
+    session.install(".[recipes]")
+    for name in ("mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression"):
+        session.run("zoo", "train", name, "--workdir", f"runs/{name}", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    session.install(".[bench]")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
