@@ -146,7 +146,7 @@ def test_all_mirrors_fail_names_every_url(cache, server, tiny, tmp_path, monkeyp
     assert f"{server.url('/cut/')}{images_file}: connection closed after" in message
     assert f"{refused}{images_file}: [Errno 111] Connection refused" in message
     assert f"{tmp_path / 'mine' / 'mnist'}/ (data_dir)" in message
-    assert f"{cache / 'mnist'}/ ($ZOO_DATA or the cache)" in message
+    assert f"{cache / 'mnist'}/ ($ZOO_DATA)" in message
     assert "--data-dir" in message
     # Once the images failed on every mirror, the labels are not tried.
     assert not any("labels" in hit for hit in server.hits)
@@ -166,9 +166,10 @@ def test_offline_error_names_files_and_places(cache, tmp_path, monkeypatch):
     for expected in [
         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz",
         f"{tmp_path / 'd' / 'fashion-mnist'}/ (data_dir)",
-        f"{cache / 'fashion-mnist'}/ ($ZOO_DATA or the cache)",
+        f"{cache / 'fashion-mnist'}/ ($ZOO_DATA)",
         f"{nowhere}/ (operating-system package)",
         "download=False",
+        "pass download=True",
         "--data-dir",
         "apt-get install dataset-fashion-mnist",
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",

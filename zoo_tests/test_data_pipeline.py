@@ -70,7 +70,7 @@ def test_batch_contents_and_dtypes():
     assert batch["image"].dtype == np.float32 and batch["image"].shape == (8, 4, 4)
     assert batch["label"].dtype == np.int32 and batch["label"].shape == (8,)
     assert batch["id"].dtype == np.int64
-    np.testing.assert_allclose(batch["image"], data["image"][i] / 255, rtol=1e-6)
+    np.testing.assert_array_equal(batch["image"], data["image"][i].astype(np.float32) / 255)
     np.testing.assert_array_equal(batch["label"], data["label"][i])
 
     raw = zoo.data.batches(

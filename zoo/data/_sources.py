@@ -228,7 +228,7 @@ def load(
     places: list[tuple[Path, str]] = []
     if data_dir is not None:
         places.append((Path(data_dir).expanduser() / name, "data_dir"))
-    places.append((data_root() / name, "$ZOO_DATA or the cache"))
+    places.append((data_root() / name, "$ZOO_DATA" if os.environ.get("ZOO_DATA") else "cache"))
     places.extend((Path(d), "operating-system package") for d in info.system_dirs)
     target = places[0][0]
 
@@ -286,10 +286,11 @@ def _not_found_message(
     lines += [
         "To fix, any of:",
         f"  - put the files in DIR/{name}/ and pass data_dir=DIR (--data-dir DIR), or put them "
-        f"in {data_root() / name}/ (set $ZOO_DATA to move it);",
+        f"in {data_root() / name}/ (set $ZOO_DATA to move that folder);",
     ]
     if info.system_package:
         lines.append(f"  - on Debian or Ubuntu: apt-get install {info.system_package};")
-    urls = ", ".join(base + file for base in info.mirrors for file in missing)
-    lines.append(f"  - download them with download=True, or by hand from {urls}.")
+    how = "pass download=True, or fetch" if not download else "fetch"
+    lines.append(f"  - {how} them by hand from:")
+    lines += [f"      {base}{file}" for base in info.mirrors for file in missing]
     return "\n".join(lines)
