@@ -1,0 +1,123 @@
+"""Image classification on MNIST-format data, shared by `mnist_mlp` and `mnist_cnn`."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.random as jr
+import numpy as np
+import optax
+
+import zoo
+import zoo.data
+import zoo.train
+
+from ._common import plot_classifier_history, prepare_workdir, write_json
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, n: int | None):
+    return (images, labels) if n is None else (images[:n], labels[:n])
+
+
+def train_classifier(
+    recipe: str,
+    config: Any,
+    workdir: str,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    prepare: Callable[[jax.Array], jax.Array],
+) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
+    """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
+    cross-entropy, evaluating on the test split after every epoch.
+
+    `prepare` turns a batch of normalised images `(batch, 28, 28)` into the model's input
+    (flattened for an MLP, a channel axis for a ConvNet). Writes `config.json`,
+    `metrics.jsonl`, `training.png` and the final model (`model/`) into `workdir`.
+
+    **Returns:** `(model, model_state, history)`, the model in inference mode.
+    """
+    out = prepare_workdir(workdir, config, resume=config.resume)
+    cache = zoo.train.enable_compilation_cache()
+    write_json(out / "config.json", config)
+
+    train_x, train_y, class_names = zoo.data.load(config.dataset, "train", data_dir=config.data_dir)
+    test_x, test_y, _ = zoo.data.load(config.dataset, "test", data_dir=config.data_dir)
+    train_x, train_y = _subset(train_x, train_y, config.train_examples)
+    test_x, test_y = _subset(test_x, test_y, config.test_examples)
+
+    data = zoo.data.batches(
+        {"image": train_x, "label": train_y},
+        config.batch_size,
+        seed=config.seed,
+        num_epochs=None,
+        normalize="unit",
+    )
+    steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
+    test = {
+        "image": np.multiply(test_x, np.float32(1 / 255), dtype=np.float32),
+        "label": test_y.astype(np.int32),
+    }
+
+    k_model, k_train = jr.split(jr.PRNGKey(config.seed))
+    model, model_state = zoo.create_model(arch, key=k_model, **arch_kwargs)
+    stateful = bool(jax.tree.leaves(model_state))
+    optimizer = optax.adam(config.learning_rate)
+    train_state = zoo.train.init_train_state(
+        model, optimizer, key=k_train, model_state=model_state if stateful else None
+    )
+    step = zoo.train.TrainStep(zoo.train.classification_loss(prepare=prepare), optimizer)
+    evaluator = zoo.train.Evaluator(
+        zoo.train.classification_metrics(prepare=prepare),
+        test,
+        batch_size=1000,
+        prefix="test_",
+    )
+
+    t0 = time.perf_counter()
+    train_state, history = zoo.train.fit(
+        train_state,
+        step,
+        data,
+        num_epochs=config.epochs,
+        steps_per_epoch=steps,
+        steps_per_dispatch=config.steps_per_dispatch,
+        eval_fn=evaluator,
+        workdir=out,
+        config=config,
+        resume=config.resume,
+        progress=config.progress,
+    )
+    wall = time.perf_counter() - t0
+    epochs = [r for r in history if r.get("kind") == "epoch"]
+    plot_classifier_history(history, out / "training.png", f"{recipe} on {config.dataset}: {arch}")
+    final = epochs[-1] if epochs else {}
+    train_time = sum(r["train_time_s"] for r in epochs)
+    print(
+        f"{recipe}: test accuracy {100 * final.get('test_accuracy', float('nan')):.2f}% "
+        f"after {len(epochs)} epochs; training {train_time:.1f} s, wall {wall:.1f} s "
+        f"(compilation cache: {cache})"
+    )
+
+    model = eqx.nn.inference_mode(train_state.model)
+    summary = {
+        "recipe": recipe,
+        "dataset": config.dataset,
+        "classes": list(class_names),
+        "test_accuracy": final.get("test_accuracy"),
+        "train_accuracy": final.get("train_accuracy"),
+        "epochs": len(epochs),
+        "train_time_s": train_time,
+        "wall_time_s": wall,
+    }
+    write_json(out / "results.json", summary)
+    return model, train_state.model_state, history
+
+
+def final_results(workdir: str | Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(workdir) / "results.json").read_text())

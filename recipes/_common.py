@@ -1,0 +1,76 @@
+"""What every recipe does around training: a run folder, timings, plots."""
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # recipes run headless; plots go to PNG files
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def prepare_workdir(workdir: str | os.PathLike, config: Any, *, resume: bool) -> Path:
+    """Create the run folder. A folder that already holds a finished or running run is
+    refused unless resuming, so that no earlier result is silently overwritten."""
+    path = Path(workdir)
+    if path.exists() and any(path.iterdir()) and not resume:
+        marker = [p.name for p in path.iterdir() if p.name in ("metrics.jsonl", "checkpoints")]
+        if marker:
+            raise FileExistsError(
+                f"{path} already holds a run ({', '.join(marker)}); pass --resume true to "
+                f"continue it, or choose another --workdir"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_classifier_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Two panels: the training loss per logged step, and train/test accuracy per epoch."""
+    steps = [r for r in history if r.get("kind") == "step"]
+    epochs = [r for r in history if r.get("kind") == "epoch"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    if steps:
+        ax_loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
+    ax_loss.set(xlabel="step", ylabel="training loss (cross-entropy)", yscale="log", title="loss")
+    ax_loss.grid(alpha=0.3)
+    if epochs:
+        x = [r["epoch"] for r in epochs]
+        ax_acc.plot(x, [100 * r["train_accuracy"] for r in epochs], "o-", label="train")
+        ax_acc.plot(x, [100 * r["test_accuracy"] for r in epochs], "s-", label="test")
+        best = max(epochs, key=lambda r: r["test_accuracy"])
+        ax_acc.annotate(
+            f"{100 * best['test_accuracy']:.2f}%",
+            (best["epoch"], 100 * best["test_accuracy"]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+        )
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    fig.suptitle(title)
+    return save_figure(fig, path)
