@@ -88,6 +88,20 @@ def test_download_then_cached(cache, server, tiny, monkeypatch):
     assert len(server.hits) == 2
 
 
+def test_download_without_tqdm(cache, server, tiny, monkeypatch, capsys):
+    """tqdm is an optional extra: without it a download says so in one line instead."""
+    import sys
+
+    import zoo.data
+
+    images, _, blobs = tiny
+    use_mirrors(monkeypatch, [server.url("/good/")], blobs)
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` fail
+    x, _, _ = zoo.data.load("mnist", "train")
+    np.testing.assert_array_equal(x, images)
+    assert "zoo.data: downloading train-images-idx3-ubyte.gz" in capsys.readouterr().err
+
+
 def test_download_into_data_dir(cache, server, tiny, tmp_path, monkeypatch):
     import zoo.data
 

@@ -215,6 +215,8 @@ def batches(
             f"normalize={normalize!r} applies to an 'image' entry, but data has only "
             f"{sorted(arrays)}; pass normalize=None"
         )
+    if normalize != "standard" and (mean is not None or std is not None):
+        raise ValueError(f"mean and std apply to normalize='standard', not {normalize!r}")
     if normalize == "standard":
         if mean is None or std is None:
             images = arrays["image"]
