@@ -40,12 +40,13 @@ def train_classifier(
 
     **Returns:** `(model, model_state, history)`, the model in inference mode.
     """
+    # Data first: a missing dataset should not leave an empty run folder behind.
+    where = {"data_dir": config.data_dir, "download": config.download}
+    train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
+    test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
     out = prepare_workdir(workdir, config, resume=config.resume)
     cache = zoo.train.enable_compilation_cache()
     write_json(out / "config.json", config)
-
-    train_x, train_y, class_names = zoo.data.load(config.dataset, "train", data_dir=config.data_dir)
-    test_x, test_y, _ = zoo.data.load(config.dataset, "test", data_dir=config.data_dir)
     train_x, train_y = _subset(train_x, train_y, config.train_examples)
     test_x, test_y = _subset(test_x, test_y, config.test_examples)
 

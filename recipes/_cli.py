@@ -125,7 +125,7 @@ def run(
     try:
         config, workdir = parse_config(recipe, config_cls, argv)
         train(config, workdir or f"runs/{recipe}")
-    except (ConfigError, DatasetNotFoundError) as e:
+    except (ConfigError, DatasetNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:

@@ -21,6 +21,7 @@ ARCHITECTURES = {"experiment": "cnn_mnist", "strong": "cnn_mnist_strong"}
 class Config:
     dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
     data_dir: str | None = None
+    download: bool = True  # fetch from the mirrors when no local copy is found
     preset: Literal["experiment", "strong"] = "experiment"
     learning_rate: float = 1e-3
     batch_size: int = 100

@@ -19,6 +19,7 @@ from ._classify import train_classifier
 class Config:
     dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
     data_dir: str | None = None
+    download: bool = True  # fetch from the mirrors when no local copy is found
     width: int = 512
     depth: int = 2
     learning_rate: float = 1e-3
