@@ -1,0 +1,540 @@
+"""`fit`: the training loop every recipe uses."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PyTree
+
+from ._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from ._loss import Batch, Metrics
+from ._metrics import MetricsLog
+from ._state import TrainState
+from ._step import Partition, TrainStep
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; nothing was saved after the last good step.
+
+    **Attributes:** `step` (the 1-based number of the optimiser step whose loss was not
+    finite), `epoch` (1-based), `loss` (its value) and `checkpoint` (the last good
+    checkpoint's path, or `None`).
+    """
+
+    def __init__(self, step: int, epoch: int, loss: float, checkpoint: Path | None):
+        self.step = step
+        self.epoch = epoch
+        self.loss = loss
+        self.checkpoint = checkpoint
+        where = (
+            f"the last good checkpoint is {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint had been saved"
+        )
+        super().__init__(
+            f"training loss is {loss} at step {step} (epoch {epoch}); stopped without saving, "
+            f"{where}. Lower the learning rate, clip gradients or check the data."
+        )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint.
+
+    A `KeyboardInterrupt`, so `except Exception` does not swallow it; command-line entries
+    catch it, print it and exit with status 130. **Attributes:** `step`, `checkpoint` (the
+    saved path, or `None` without a `workdir`) and `message`.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        self.message = message
+        self.step = step
+        self.checkpoint = checkpoint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def to_device(batch: Batch) -> Batch:
+    """Put a host batch (NumPy arrays) on the device: the one place data enters the device.
+
+    Data parallelism replaces this with a sharded placement along the batch axis.
+    """
+    return jax.device_put(dict(batch))
+
+
+def _stack(batches: list[Batch]) -> Batch | None:
+    """Stack K batches along a new leading axis, or `None` if their shapes differ."""
+    first = batches[0]
+    shapes = {k: np.shape(v) for k, v in first.items()}
+    for b in batches[1:]:
+        if b.keys() != first.keys() or any(np.shape(b[k]) != s for k, s in shapes.items()):
+            return None
+    return {k: np.stack([np.asarray(b[k]) for b in batches]) for k in first}
+
+
+def _config_json(config: Any) -> Any:
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    # Round trip so that what is compared on resume is exactly what was stored (tuples
+    # become lists, paths strings).
+    return json.loads(json.dumps(config, default=str))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class _Runner:
+    """The hot loop's view of a train state: its array leaves, partitioned once.
+
+    Each dispatch passes the leaves list straight to a cached `jax.jit` function and donates
+    the buffers, so steps neither re-partition the model nor keep two copies of it.
+    """
+
+    def __init__(self, step: TrainStep, train_state: TrainState):
+        self.step = step
+        self.partition = Partition(train_state)
+        # Copies, because the first dispatch donates these buffers and the caller may still
+        # hold `train_state`.
+        # (`device_put` copies without compiling anything, unlike `x.copy()`.)
+        self.leaves = jax.device_put(Partition.leaves(train_state), may_alias=False)
+
+    def state(self) -> TrainState:
+        return self.partition.merge(self.leaves)
+
+    def single(self, batch: Batch) -> Metrics:
+        fn = self.step.compiled("single", self.partition, donate=True)
+        self.leaves, metrics = fn(self.leaves, to_device(batch))
+        return metrics
+
+    def scan(self, batches: Batch) -> Metrics:
+        fn = self.step.compiled("scan", self.partition, donate=True)
+        self.leaves, metrics = fn(self.leaves, to_device(batches))
+        return metrics
+
+    def generated(self, num_steps: int) -> Metrics:
+        fn = self.step.compiled("generated", self.partition, num_steps=num_steps, donate=True)
+        self.leaves, metrics = fn(self.leaves)
+        return metrics
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between dispatches.
+
+    The first signal only sets the flag (the loop then saves and stops); the previous
+    handler is put back at once, so a second Ctrl-C interrupts immediately.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        # Python only lets the main thread install handlers.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        signal.signal(signum, self._previous[signum])
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def fit(
+    train_state: TrainState,
+    step: TrainStep,
+    data: Iterable[Batch] | None = None,
+    *,
+    num_epochs: int = 1,
+    steps_per_epoch: int | None = None,
+    steps_per_dispatch: int = 1,
+    eval_fn: Callable[[PyTree, eqx.nn.State | None], Mapping[str, float]] | None = None,
+    workdir: str | Path | None = None,
+    config: Any = None,
+    resume: bool = False,
+    keep: int | None = 3,
+    log_every: int | None = 100,
+    progress: bool = True,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Train for `num_epochs` epochs of `steps_per_epoch` steps, evaluating and saving after
+    each epoch.
+
+    `data` is read as one stream of batches over the whole run (a Grain dataset's iterator,
+    whose state is checkpointed): make it long enough, e.g. `zoo.data.batches(...,
+    num_epochs=None)` (endless) with `steps_per_epoch=zoo.data.steps_per_epoch(n,
+    batch_size)`. Without `data`, batches are generated inside the compiled step by
+    `step.make_batch` (an OU process, say).
+
+    `steps_per_dispatch=K` runs K steps per compiled call (`lax.scan` over K stacked batches,
+    or over K generated ones); the last `steps_per_epoch % K` steps of each epoch run one per
+    call, so nothing recompiles from epoch to epoch.
+
+    With a `workdir`, the run writes `config.json`, appends one JSON object per line to
+    `metrics.jsonl` (`"kind": "step"` every `log_every` steps, `"kind": "epoch"` after each
+    epoch), and keeps the last `keep` checkpoints in `checkpoints/`.
+
+    **Arguments:**
+
+    - `train_state`: the starting [`zoo.train.TrainState`][] (also the structure a resumed
+      checkpoint is loaded into).
+    - `step`: the [`zoo.train.TrainStep`][] (loss and optimiser).
+    - `data`: an iterable of dict batches with a fixed batch size, or `None` to generate
+      them with `step.make_batch`.
+    - `num_epochs`: the number of epochs to train in all (a resumed run counts those
+      already done).
+    - `steps_per_epoch`: batches per epoch; default `len(data)`, so a finite dataset of one
+      epoch needs nothing more. Required for endless or generated data.
+    - `steps_per_dispatch`: K, the optimiser steps per compiled call.
+    - `eval_fn`: called after each epoch as `eval_fn(model, model_state)` with the model in
+      `eqx.nn.inference_mode`; returns named floats to log, e.g. a
+      [`zoo.train.Evaluator`][].
+    - `workdir`: the run folder; `None` writes nothing (and cannot resume).
+    - `config`: the run's configuration (a dataclass or a JSON-serialisable mapping),
+      written to `config.json` and into each checkpoint.
+    - `resume`: continue from the latest checkpoint in `workdir`, restoring the data
+      iterator's position; the result is bit-identical to an uninterrupted run on CPU.
+      Without a checkpoint, the run starts from `train_state`.
+    - `keep`: checkpoints to keep (`None`: all).
+    - `log_every`: steps between `"kind": "step"` records (mean loss and metrics since the
+      last one); `None` for epoch records only.
+    - `progress`: show a tqdm progress bar with the loss and samples/s.
+
+    **Returns:** `(train_state, history)`: the final train state and every record of
+    `metrics.jsonl` (including those of earlier runs being resumed).
+
+    **Raises:**
+
+    - `NonFiniteLossError`: when a step's loss is NaN or infinite; it names the step and
+      the last good checkpoint, and nothing is saved after it.
+    - `TrainingInterrupted`: on SIGINT (Ctrl-C) or SIGTERM, after saving a checkpoint of the
+      last completed step; the message says how to resume.
+    - `ValueError`: for inconsistent arguments (the message names them), data that runs out
+      before the last epoch, or a `workdir` that already holds checkpoints without `resume`.
+    """
+    if steps_per_dispatch < 1:
+        raise ValueError(f"steps_per_dispatch must be at least 1, got {steps_per_dispatch}")
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
+    length = None
+    if data is not None and hasattr(data, "__len__"):
+        length = len(data)  # pyright: ignore[reportArgumentType]
+        if length >= sys.maxsize:  # Grain's convention for an endless dataset
+            length = None
+    if data is None and step.make_batch is None:
+        raise ValueError("fit without `data` needs a TrainStep built with `make_batch`")
+    if steps_per_epoch is None:
+        if length is None:
+            what = "generated data" if data is None else "data without a finite length"
+            raise ValueError(
+                f"fit on {what} needs `steps_per_epoch` (batches per epoch, e.g. "
+                "zoo.data.steps_per_epoch(num_examples, batch_size))"
+            )
+        steps_per_epoch = length
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    total_steps = num_epochs * steps_per_epoch
+    if length is not None and length < total_steps:
+        raise ValueError(
+            f"data has {length} batches, but {num_epochs} epochs of {steps_per_epoch} steps "
+            f"need {total_steps}: repeat it over the epochs (zoo.data.batches(..., "
+            "num_epochs=None), grain's `ds.repeat()`) or pass `steps_per_epoch`"
+        )
+    if resume and workdir is None:
+        raise ValueError("resume=True needs the `workdir` to resume from")
+
+    config_json = _config_json(config)
+    workdir = None if workdir is None else Path(workdir)
+    ckpt_dir = None if workdir is None else workdir / "checkpoints"
+    data_state: dict[str, Any] = {"batches": 0, "iterator": None}
+    keep_records_to: int | None = None
+    if ckpt_dir is not None:
+        assert workdir is not None
+        workdir.mkdir(parents=True, exist_ok=True)
+        found = latest_checkpoint(ckpt_dir)
+        if found is not None and not resume:
+            raise ValueError(
+                f"{workdir} already holds checkpoints (latest {found.name}); pass resume=True "
+                "to continue that run, or choose another workdir"
+            )
+        if found is not None:
+            train_state, header = restore_checkpoint(found, like=train_state)
+            data_state = header["data_state"] or data_state
+            keep_records_to = header["step"]
+            if header.get("config") != config_json:
+                saved = header.get("config") or {}
+                now = config_json or {}
+                diff = (
+                    sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+                    if isinstance(saved, dict) and isinstance(now, dict)
+                    else ["config"]
+                )
+                warnings.warn(
+                    f"resuming {found} with a config that differs in {diff}; the result "
+                    "will not match an uninterrupted run",
+                    stacklevel=2,
+                )
+        _write_json(workdir / "config.json", config_json)
+        log = MetricsLog(workdir / "metrics.jsonl", keep_up_to_step=keep_records_to)
+    else:
+        log = None
+
+    try:
+        with _Signals() as signals:
+            return _loop(
+                train_state,
+                step,
+                data,
+                data_state,
+                num_epochs=num_epochs,
+                steps_per_epoch=steps_per_epoch,
+                steps_per_dispatch=steps_per_dispatch,
+                eval_fn=eval_fn,
+                ckpt_dir=ckpt_dir,
+                config=config_json,
+                keep=keep,
+                log=log,
+                log_every=log_every,
+                progress=progress,
+                signals=signals,
+            )
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _loop(
+    train_state: TrainState,
+    step: TrainStep,
+    data: Iterable[Batch] | None,
+    data_state: dict[str, Any],
+    *,
+    num_epochs: int,
+    steps_per_epoch: int,
+    steps_per_dispatch: int,
+    eval_fn: Callable | None,
+    ckpt_dir: Path | None,
+    config: Any,
+    keep: int | None,
+    log: MetricsLog | None,
+    log_every: int | None,
+    progress: bool,
+    signals: _Signals,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    K = steps_per_dispatch
+    total = num_epochs * steps_per_epoch
+    consumed = int(data_state["batches"])  # batches (or generated steps) done so far
+    history: list[dict[str, Any]] = [] if log is None else log.records
+    runner = _Runner(step, train_state)
+    step_number = int(train_state.step)  # host mirror of train_state.step; no syncs
+    last_ckpt = None if ckpt_dir is None else latest_checkpoint(ckpt_dir)
+
+    iterator: Iterator[Batch] | None = None
+    if data is not None:
+        iterator = iter(data)
+        saved = data_state.get("iterator")
+        if saved is not None and hasattr(iterator, "set_state"):
+            iterator.set_state(saved)  # pyright: ignore[reportAttributeAccessIssue]
+        else:
+            # Without a resumable iterator, replay the stream up to where the run stopped.
+            for _ in range(consumed):
+                next(iterator)
+        batch_size = None
+    else:
+        batch_size = int(jax.tree.leaves(step.batch_shape(train_state))[0].shape[0])
+
+    def current_data_state() -> dict[str, Any]:
+        state = None
+        if iterator is not None and hasattr(iterator, "get_state"):
+            state = iterator.get_state()  # pyright: ignore[reportAttributeAccessIssue]
+        return {"batches": consumed, "iterator": state}
+
+    def save() -> Path | None:
+        nonlocal last_ckpt
+        if ckpt_dir is None:
+            return None
+        last_ckpt = save_checkpoint(
+            ckpt_dir,
+            runner.state(),
+            data_state=current_data_state(),
+            config=config,
+            keep=keep,
+        )
+        return last_ckpt
+
+    def pull(n: int) -> list[Batch]:
+        assert iterator is not None
+        out = []
+        for _ in range(n):
+            try:
+                out.append(next(iterator))
+            except StopIteration:
+                raise ValueError(
+                    f"data ran out after {consumed + len(out)} batches, before the "
+                    f"{total} that {num_epochs} epochs of {steps_per_epoch} steps need: "
+                    "make it longer (an endless dataset with `steps_per_epoch`)"
+                ) from None
+        return out
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm comes with the `recipes` extra
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=total, initial=consumed, unit="step", dynamic_ncols=True)
+
+    # Per-epoch and per-window running sums, on the host in float64.
+    epoch_sums: dict[str, float] = {}
+    epoch_steps = 0
+    window_sums: dict[str, float] = {}
+    window_steps = 0
+    last_postfix = 0.0
+    epoch_t0 = time.perf_counter()
+
+    def emit(record: dict[str, Any]) -> None:
+        if log is not None:
+            log.write(record)
+        else:
+            history.append(record)
+
+    def process(pending: tuple[Metrics, int, int, int]) -> None:
+        """Wait for one dispatch's metrics, check them, log them."""
+        nonlocal epoch_steps, window_steps, window_sums, last_postfix
+        metrics, n, first, epoch = pending
+        # "loss" first, so records and the progress bar lead with it.
+        names = ["loss"] + sorted(k for k in metrics if k != "loss")
+        values = {k: np.atleast_1d(np.asarray(metrics[k], np.float64)) for k in names}
+        bad = np.flatnonzero(~np.isfinite(values["loss"]))
+        if bad.size:
+            i = int(bad[0])
+            raise NonFiniteLossError(first + i + 1, epoch + 1, float(values["loss"][i]), last_ckpt)
+        for i in range(n):
+            for k, v in values.items():
+                epoch_sums[k] = epoch_sums.get(k, 0.0) + float(v[i])
+                window_sums[k] = window_sums.get(k, 0.0) + float(v[i])
+            epoch_steps += 1
+            window_steps += 1
+            s = first + i + 1
+            if log_every is not None and s % log_every == 0:
+                means = {k: v / window_steps for k, v in window_sums.items()}
+                emit({"kind": "step", "step": s, "epoch": epoch + 1, **means})
+                window_sums, window_steps = {}, 0
+        if bar is not None:
+            bar.update(n)
+            now = time.perf_counter()
+            if now - last_postfix > 0.25:
+                last_postfix = now
+                rate = epoch_steps * (batch_size or 0) / max(now - epoch_t0, 1e-9)
+                bar.set_postfix(loss=f"{values['loss'][-1]:.4g}", samples_s=f"{rate:.4g}")
+
+    def stop(pending, epoch: int) -> None:
+        """Finish the in-flight dispatch, save, and raise `TrainingInterrupted`."""
+        if pending is not None:
+            process(pending)
+        path = save()
+        name = signal.Signals(signals.received or signal.SIGINT).name
+        in_epoch = consumed - epoch * steps_per_epoch
+        where = f"step {step_number} (epoch {epoch + 1}, batch {in_epoch} of {steps_per_epoch})"
+        if path is None:
+            message = f"training interrupted by {name} at {where}; no workdir, nothing saved"
+        else:
+            message = (
+                f"training interrupted by {name} at {where}; saved checkpoint {path}. "
+                f"To resume, run fit(..., resume=True) with workdir={path.parent.parent} "
+                "(recipes: rerun the same command with --resume)"
+            )
+        if bar is not None:
+            bar.close()
+        print(message, file=sys.stderr, flush=True)
+        raise TrainingInterrupted(message, step_number, path)
+
+    try:
+        for epoch in range(consumed // steps_per_epoch, num_epochs):
+            epoch_start = epoch * steps_per_epoch
+            epoch_sums, epoch_steps = {}, 0
+            epoch_t0 = time.perf_counter()
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
+            pending = None
+            while consumed < epoch_start + steps_per_epoch:
+                left = epoch_start + steps_per_epoch - consumed
+                n = K if left >= K else 1
+                if iterator is None:
+                    metrics = runner.generated(n)
+                else:
+                    batches = pull(n)
+                    if batch_size is None:
+                        batch_size = int(np.shape(jax.tree.leaves(batches[0])[0])[0])
+                    stacked = _stack(batches) if n > 1 else None
+                    if stacked is not None:
+                        metrics = runner.scan(stacked)
+                    elif n == 1:
+                        metrics = runner.single(batches[0])
+                    else:  # batches of different shapes cannot be stacked: one by one
+                        ms = [runner.single(b) for b in batches]
+                        metrics = {k: jnp.stack([m[k] for m in ms]) for k in ms[0]}
+                first = step_number
+                consumed += n
+                step_number += n
+                # Check the previous dispatch while this one runs: the host never waits
+                # for the device except to read a loss that is already a step old.
+                if pending is not None:
+                    process(pending)
+                pending = (metrics, n, first, epoch)
+                if signals.received is not None:
+                    stop(pending, epoch)
+            if pending is not None:
+                process(pending)
+            train_time = time.perf_counter() - epoch_t0
+
+            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step_number}
+            record.update({f"train_{k}": v / max(epoch_steps, 1) for k, v in epoch_sums.items()})
+            if eval_fn is not None:
+                t = time.perf_counter()
+                ts = runner.state()
+                results = eval_fn(eqx.nn.inference_mode(ts.model), ts.model_state)
+                record.update({k: float(v) for k, v in results.items()})
+                record["eval_time_s"] = time.perf_counter() - t
+            record["train_time_s"] = train_time
+            record["samples_per_s"] = epoch_steps * (batch_size or 0) / max(train_time, 1e-9)
+            emit(record)
+            if bar is not None:
+                summary = ", ".join(
+                    f"{k} {v:.4g}"
+                    for k, v in record.items()
+                    if isinstance(v, float) and not k.endswith("_s") and math.isfinite(v)
+                )
+                bar.write(f"epoch {epoch + 1}/{num_epochs}: {summary}")
+            save()
+            if signals.received is not None and epoch + 1 < num_epochs:
+                stop(None, epoch + 1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return runner.state(), list(history)

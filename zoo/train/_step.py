@@ -1,0 +1,232 @@
+"""One optimiser step, K steps fused with `lax.scan`, and the compiled functions behind them."""
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.random as jr
+import jax.tree_util as jtu
+import optax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ._loss import Batch, LossFn, Metrics
+from ._state import TrainState
+
+
+class Partition:
+    """The static half of a train state split into its array leaves and everything else.
+
+    Splitting once and passing only the list of array leaves to a `jax.jit`-compiled function
+    keeps the per-call cost at `jax.jit`'s C++ dispatch: no re-flattening of modules and no
+    hashing of the static half on every call, as `eqx.filter_jit` must do.
+    """
+
+    __slots__ = ("treedef", "static", "key")
+
+    def __init__(self, tree: PyTree):
+        dynamic, static = eqx.partition(tree, eqx.is_array)
+        self.treedef = jtu.tree_structure(dynamic)
+        self.static = static
+        static_leaves, static_def = jtu.tree_flatten(static)
+        self.key = (self.treedef, static_def, tuple(static_leaves))
+        try:
+            hash(self.key)
+        except TypeError as e:
+            raise TypeError(
+                "every non-array leaf of the train state (activation functions, flags, sizes) "
+                f"must be hashable, as for `eqx.filter_jit`: {e}"
+            ) from None
+
+    @staticmethod
+    def leaves(tree: PyTree) -> list[Array]:
+        """The array leaves of `tree`, in the order `merge` expects."""
+        return jtu.tree_leaves(eqx.filter(tree, eqx.is_array))
+
+    def merge(self, leaves: list[Array]) -> PyTree:
+        """Rebuild the tree from its array leaves."""
+        return eqx.combine(jtu.tree_unflatten(self.treedef, leaves), self.static)
+
+    def out_leaves(self, tree: PyTree) -> list[Array]:
+        """The array leaves of a step's result, checked to have the input's structure."""
+        leaves, treedef = jtu.tree_flatten(eqx.filter(tree, eqx.is_array))
+        if treedef != self.treedef:
+            raise ValueError(
+                "a training step changed the structure of the train state (did the loss "
+                "function return a model state of another structure, or `None` for a "
+                f"stateful model?): before {self.treedef}, after {treedef}"
+            )
+        return leaves
+
+
+class TrainStep:
+    """An optimiser step for stateless and stateful models alike, one or many per call.
+
+    Gradients come from `eqx.filter_value_and_grad` of the model's inexact arrays; the
+    compiled functions are cached on this object, so a second call with a train state and
+    batch of the same structure, shapes and dtypes does not recompile.
+
+    !!! example
+
+        ```python
+        step = zoo.train.TrainStep(zoo.train.classification_loss(), optax.adam(1e-3))
+        train_state, metrics = step(train_state, batch)       # one step
+        train_state, metrics = step.scan(train_state, batches)  # K steps, leading axis K
+        ```
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        optimizer: optax.GradientTransformation,
+        *,
+        make_batch: Callable[[PRNGKeyArray], Batch] | None = None,
+    ):
+        """**Arguments:**
+
+        - `loss_fn`: `loss_fn(model, model_state, batch, key) -> (loss, (model_state,
+          metrics))`; see [`zoo.train.stateless`][] to adapt a simpler one and
+          [`zoo.train.classification_loss`][] for a ready-made one.
+        - `optimizer`: the optax transformation the train state was initialised with.
+        - `make_batch`: for data generated in JAX, `make_batch(key) -> batch`; needed by
+          [`zoo.train.TrainStep.scan_generated`][] and by `fit` without a dataset.
+        """
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.make_batch = make_batch
+        self._compiled: dict[Hashable, Callable] = {}
+
+    # --- pure functions of a TrainState ---------------------------------------------------
+
+    def _update(
+        self, ts: TrainState, batch: Batch, key: PRNGKeyArray, new_key: PRNGKeyArray
+    ) -> tuple[TrainState, Metrics]:
+        def loss_of(model):
+            return self.loss_fn(model, ts.model_state, batch, key)
+
+        (loss, (model_state, metrics)), grads = eqx.filter_value_and_grad(loss_of, has_aux=True)(
+            ts.model
+        )
+        params = eqx.filter(ts.model, eqx.is_inexact_array)
+        # optax mixes Python floats with its int32 step counters (Adam's `decay**count`),
+        # which strict dtype promotion rejects; the model's own code stays strict.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = self.optimizer.update(grads, ts.opt_state, params)
+        model = eqx.apply_updates(ts.model, updates)
+        ts = TrainState(model, model_state, opt_state, ts.step + 1, new_key)
+        return ts, {"loss": loss, **metrics}
+
+    def _data_step(self, ts: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        new_key, key = jr.split(ts.key)
+        return self._update(ts, batch, key, new_key)
+
+    def _generated_step(self, ts: TrainState) -> tuple[TrainState, Metrics]:
+        if self.make_batch is None:
+            raise ValueError("this TrainStep has no `make_batch` to generate data with")
+        new_key, data_key, key = jr.split(ts.key, 3)
+        return self._update(ts, self.make_batch(data_key), key, new_key)
+
+    # --- compiled functions over the array leaves -----------------------------------------
+
+    def compiled(self, kind: str, partition: Partition, *, num_steps: int = 1, donate=False):
+        """The compiled function `f(leaves, *args) -> (leaves, metrics)` for `partition`.
+
+        `kind` is `"single"` (args: one batch), `"scan"` (args: K stacked batches) or
+        `"generated"` (no args; `num_steps` steps on data from `make_batch`). With `donate`,
+        the input leaves' buffers are reused for the output, so they are invalid afterwards.
+        """
+        cache_key = (kind, num_steps, donate, partition.key)
+        fn = self._compiled.get(cache_key)
+        if fn is not None:
+            return fn
+
+        def train_step(leaves, batch):
+            ts, metrics = self._data_step(partition.merge(leaves), batch)
+            return partition.out_leaves(ts), metrics
+
+        def train_generated_step(leaves, _):
+            ts, metrics = self._generated_step(partition.merge(leaves))
+            return partition.out_leaves(ts), metrics
+
+        def train_scan(leaves, batches):
+            return lax.scan(train_step, leaves, batches)
+
+        def train_generated(leaves):
+            return lax.scan(train_generated_step, leaves, None, length=num_steps)
+
+        pure: Callable[..., Any]
+        if kind == "single":
+            pure = train_step
+        elif kind == "scan":
+            pure = train_scan
+        elif kind == "generated":
+            pure = train_generated
+        else:
+            raise ValueError(f"unknown kind of step {kind!r}")
+        fn = jax.jit(pure, donate_argnums=(0,) if donate else ())
+        self._compiled[cache_key] = fn
+        return fn
+
+    # --- public calls ---------------------------------------------------------------------
+
+    def __call__(self, train_state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        """One optimiser step on one batch.
+
+        **Arguments:**
+
+        - `train_state`: the current [`zoo.train.TrainState`][].
+        - `batch`: a dict of arrays with a leading batch axis.
+
+        **Returns:** `(train_state, metrics)`: the state after the step and a dict of scalar
+        metrics, `"loss"` first.
+        """
+        partition = Partition(train_state)
+        leaves, metrics = self.compiled("single", partition)(partition.leaves(train_state), batch)
+        return partition.merge(leaves), metrics
+
+    def scan(self, train_state: TrainState, batches: Batch) -> tuple[TrainState, Metrics]:
+        """K optimiser steps in one compiled call, `lax.scan` over K stacked batches.
+
+        Equals K calls of the single step, to float tolerance.
+
+        **Arguments:**
+
+        - `train_state`: the current [`zoo.train.TrainState`][].
+        - `batches`: a dict of arrays with leading axes `(K, batch, ...)`.
+
+        **Returns:** `(train_state, metrics)`: the state after K steps and a dict of metrics
+        with one value per step, shape `(K,)`.
+        """
+        partition = Partition(train_state)
+        leaves, metrics = self.compiled("scan", partition)(partition.leaves(train_state), batches)
+        return partition.merge(leaves), metrics
+
+    def scan_generated(self, train_state: TrainState, num_steps: int) -> tuple[TrainState, Metrics]:
+        """`num_steps` optimiser steps in one compiled call on batches made inside it.
+
+        Each step splits the train state's key into a key for `make_batch(key)`, a key for
+        the loss and the next state's key, so data generation (an OU process, say) never
+        leaves the device.
+
+        **Arguments:**
+
+        - `train_state`: the current [`zoo.train.TrainState`][].
+        - `num_steps`: the number of steps, K; each value compiles once.
+
+        **Returns:** `(train_state, metrics)` with metrics of shape `(num_steps,)`.
+
+        **Raises:** `ValueError` if this step has no `make_batch`.
+        """
+        if self.make_batch is None:
+            raise ValueError("scan_generated needs a TrainStep built with `make_batch`")
+        partition = Partition(train_state)
+        fn = self.compiled("generated", partition, num_steps=num_steps)
+        leaves, metrics = fn(partition.leaves(train_state))
+        return partition.merge(leaves), metrics
+
+    def batch_shape(self, train_state: TrainState) -> Any:
+        """The shapes of one generated batch (`jax.eval_shape` of `make_batch`)."""
+        if self.make_batch is None:
+            raise ValueError("this TrainStep has no `make_batch`")
+        return jax.eval_shape(self.make_batch, train_state.key)
