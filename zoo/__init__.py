@@ -24,6 +24,16 @@ from .models import (  # noqa: E402
 )
 
 # --- hub ---
+# isort: split
+from .hub import (  # noqa: E402
+    ModelCard as ModelCard,
+    create_model as create_model,
+    list_models as list_models,
+    load_pretrained as load_pretrained,
+    model_card as model_card,
+    register_model as register_model,
+    save_pretrained as save_pretrained,
+)
 
 try:
     __version__ = importlib.metadata.version("eqx-zoo")

@@ -1,0 +1,79 @@
+"""The model hub: registered architectures, pretrained weights with model cards, and the
+checks that make loading them safe.
+
+Use a model:
+
+    model, state = zoo.create_model("mlp_mnist", pretrained=True)    # default weights
+    model, state = zoo.create_model("cnn_mnist.fashion", pretrained=True)
+    model, state = zoo.create_model("cnn_mnist", pretrained=True, num_classes=5, key=key)
+    zoo.list_models("*mnist*", pretrained=True); zoo.model_card("mlp_mnist")
+
+Pretrained models come back in inference mode; `eqx.nn.inference_mode(model, False)`
+switches them back to training. `key=None` means `jax.random.PRNGKey(0)`.
+
+**Names** are `arch` or `arch.tag` of lowercase letters, digits, `_`, `-` and `.`; a `str`
+is always a name (or a URL, when it has `://`), and a folder is passed as a `pathlib.Path`.
+
+**Where weights are found**, in order: bundled with the package (`zoo/hub/weights/<name>/`),
+then `$ZOO_HOME/weights/<name>/` (`$ZOO_HOME` defaults to `$XDG_CACHE_HOME/zoo`, else
+`~/.cache/zoo`). A URL of a published folder must pin the SHA-256 of its `weights.eqx`,
+`https://host/path/<name>/#sha256=<64 hex>`; it is downloaded once into
+`$ZOO_HOME/downloads/<sha256>/` (renamed into place only after the checksum matched) and
+read from there afterwards. `ZOO_OFFLINE=1` forbids network downloads.
+
+**A weights folder** holds `config.json` (`{"format": 1, "architecture": "mlp_mnist",
+"config": {builder kwargs}}`), `weights.eqx` (`eqx.tree_serialise_leaves((model, state))`),
+`card.json` (a [`zoo.ModelCard`][], pinning the SHA-256 and size of `weights.eqx`) and
+optionally `golden.npz` (inputs `x` and the outputs `y` they gave). Loading rebuilds the
+skeleton with `eqx.filter_eval_shape`, checks the size and SHA-256, compares every array's
+shape and dtype with the skeleton's, and only then deserialises. Nothing is unpickled.
+
+**Publish a model** (what a recipe does at the end of training):
+
+    card = zoo.ModelCard(
+        name="mlp_mnist.fashion",            # registered architecture . tag
+        config={},                           # builder kwargs beyond its defaults
+        dataset="fashion-mnist",
+        metrics={"test_accuracy": 0.8941},   # fractions; `zoo eval` compares test_accuracy
+        command="zoo train mnist_mlp --epochs 10",
+        recipe_config=dataclasses.asdict(config),
+        preprocess=zoo.hub.Preprocess(layout="flat", normalize="unit"),
+    )
+    zoo.save_pretrained(
+        zoo.hub.user_weights_dir() / card.name,   # or zoo.hub.bundled_weights_dir() / ...
+        model, state, card=card,
+        golden_input=preprocess(test_images[:8]),  # stored with its outputs
+    )
+
+`save_pretrained` first checks that `card.config` rebuilds the model, then writes each file
+atomically (the card last) and returns the completed card.
+"""
+
+from . import _builders as _builders  # registers zoo's architectures
+from ._card import ModelCard as ModelCard, Preprocess as Preprocess
+from ._create import (
+    create_model as create_model,
+    list_models as list_models,
+    load_pretrained as load_pretrained,
+    model_card as model_card,
+)
+from ._errors import (
+    ArchitectureMismatchError as ArchitectureMismatchError,
+    ChecksumMismatchError as ChecksumMismatchError,
+    DownloadError as DownloadError,
+    GoldenMismatchError as GoldenMismatchError,
+    HeadReinitialisedWarning as HeadReinitialisedWarning,
+    OfflineError as OfflineError,
+    TruncatedWeightsError as TruncatedWeightsError,
+    UnknownModelError as UnknownModelError,
+    UnsafeNameError as UnsafeNameError,
+    WeightsError as WeightsError,
+    WeightsNotFoundError as WeightsNotFoundError,
+)
+from ._pretrained import check_golden as check_golden, save_pretrained as save_pretrained
+from ._registry import ModelSpec as ModelSpec, register_model as register_model
+from ._sources import (
+    bundled_weights_dir as bundled_weights_dir,
+    user_weights_dir as user_weights_dir,
+    zoo_home as zoo_home,
+)

@@ -1,0 +1,305 @@
+"""The `zoo` command: list, describe, summarise, train and evaluate the zoo's models.
+
+    zoo list [PATTERN] [--pretrained]
+    zoo info NAME [--json]
+    zoo summary NAME [--pretrained]
+    zoo train RECIPE [--field value ...]
+    zoo eval NAME --dataset fashion-mnist [--data-dir DIR]
+
+NAME is `arch` or `arch.tag`, a weights folder (any argument with a `/`, or starting with `.`
+or `~`), or a URL pinned with `#sha256=`. Errors are one line on stderr with exit status 1
+(2 for a usage error or an unknown recipe).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import hub
+from .hub._pretrained import is_stateful
+from .hub._registry import get_spec, split_name
+
+_DATASETS = ("fashion-mnist", "mnist")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _source(text: str) -> str | Path:
+    """A command-line NAME: a URL or a name stays a `str`, anything path-like is a folder."""
+    if "://" in text:
+        return text
+    if "/" in text or os.sep in text or text.startswith((".", "~")):
+        return Path(text).expanduser()
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Subcommands.
+
+
+def _list(args: argparse.Namespace) -> int:
+    names = hub.list_models(args.pattern, pretrained=args.pretrained)
+    if not names:
+        kind = "pretrained weights" if args.pretrained else "architectures"
+        print(f"no {kind} match {args.pattern!r}", file=sys.stderr)
+        return 0
+    width = max(len(n) for n in names)
+    for name in names:
+        if args.pretrained:
+            card = hub.model_card(name)
+            acc = card.metrics.get("test_accuracy")
+            about = card.dataset or ""
+            if isinstance(acc, int | float):
+                about += f"  test accuracy {100 * acc:.2f}%"
+        else:
+            about = get_spec(name).description
+        print(f"{name.ljust(width)}  {about}".rstrip())
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    card = hub.model_card(_source(args.name))
+    if args.json:
+        print(json.dumps(card.to_json(), indent=2, sort_keys=True))
+    else:
+        print(card.format())
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from ._summary import summary
+
+    source = _source(args.name)
+    if isinstance(source, Path) or "://" in source:
+        model, state = hub.load_pretrained(source)
+    else:
+        tag = split_name(source)[1]
+        model, state = hub.create_model(source, pretrained=args.pretrained or tag is not None)
+    print(summary(model, state if is_stateful(state) else None))
+    return 0
+
+
+def _known_recipes() -> list[str]:
+    try:
+        import recipes
+    except ModuleNotFoundError:
+        return []
+    return sorted(
+        m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_")
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    known = _known_recipes()
+    if args.recipe not in known:
+        listed = ", ".join(known) or "none (the `recipes` package is not installed)"
+        print(
+            f"zoo train: error: unknown recipe {args.recipe!r}; known recipes: {listed}",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(f"recipes.{args.recipe}")
+    return int(module.main(list(args.args)) or 0)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from . import data, train
+
+    source = _source(args.name)
+    card = hub.model_card(source)
+    if card.preprocess is None:
+        raise ValueError(
+            f"the card of {source} records no `preprocess`, so zoo cannot tell how to "
+            f"feed it images"
+        )
+    model, state = hub.load_pretrained(source)
+    images, labels, _ = data.load(
+        args.dataset, "test", data_dir=args.data_dir, download=not args.no_download
+    )
+    # The engine's own evaluation, so that this number is computed as the recipe's was.
+    metrics = train.evaluate(
+        train.classification_metrics(),
+        model,
+        state if is_stateful(state) else None,
+        {"image": card.preprocess(images), "label": labels},
+        batch_size=args.batch_size,
+    )
+    accuracy = metrics["accuracy"]
+    n = len(labels)
+    print(f"{card.name}: test accuracy {100 * accuracy:.2f}% on {args.dataset} ({n:,} images)")
+    reference = card.metrics.get("test_accuracy")
+    if card.dataset != args.dataset or not isinstance(reference, int | float):
+        return 0
+    diff = accuracy - float(reference)
+    print(f"card: {100 * reference:.2f}% (difference {100 * diff:+.2f} points)")
+    if abs(diff) > args.tolerance:
+        print(
+            f"zoo eval: error: the accuracy differs from the card's by more than "
+            f"{100 * args.tolerance:g} points",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The parser.
+
+_NAME_HELP = (
+    "'arch' (its default weights) or 'arch.tag'; a weights folder (a path with '/', or "
+    "starting with '.' or '~'); or a URL ending in '#sha256=<hex>'"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """**Returns:** the `zoo` command's argument parser."""
+    parser = _Parser(
+        prog="zoo",
+        description="The Equinox model zoo: registered architectures, pretrained weights "
+        "with model cards, and the recipes that train them.",
+        epilog="Weights are looked up bundled in the package, then in $ZOO_HOME/weights "
+        "($ZOO_HOME defaults to ~/.cache/zoo); ZOO_OFFLINE=1 forbids downloads. Run "
+        "'zoo COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "list",
+        help="list architectures, or pretrained weights",
+        description="List the registered architectures (with --pretrained: the weights "
+        "available locally, as arch.tag), sorted.",
+    )
+    p.add_argument(
+        "pattern",
+        nargs="?",
+        default="*",
+        metavar="PATTERN",
+        help="shell-style pattern matched against the whole name, e.g. 'cnn*' (default: '*')",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="list weights (arch.tag) with their dataset and accuracy instead of architectures",
+    )
+    p.set_defaults(func=_list)
+
+    p = commands.add_parser(
+        "info",
+        help="show the model card of a set of weights",
+        description="Print the model card: architecture config, parameters, dataset, metrics, "
+        "the recipe command and config, checksum, versions and date.",
+    )
+    p.add_argument("name", metavar="NAME", help=_NAME_HELP)
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.set_defaults(func=_info)
+
+    p = commands.add_parser(
+        "summary",
+        help="show a model's parameter table",
+        description="Print every parameter of the model (path, shape, dtype, size, mean, std) "
+        "and the totals. A bare architecture name is freshly initialised (key 0) unless "
+        "--pretrained is given; a tag, folder or URL loads its weights.",
+    )
+    p.add_argument("name", metavar="NAME", help=_NAME_HELP)
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="for a bare architecture name, load its default weights",
+    )
+    p.set_defaults(func=_summary)
+
+    known = ", ".join(_known_recipes()) or "none installed"
+    p = commands.add_parser(
+        "train",
+        help="run a recipe",
+        description="Run a recipe: the same as 'python -m recipes.RECIPE [ARGS ...]'.",
+        epilog=f"Recipes: {known}. 'zoo train RECIPE --help' lists the recipe's fields.",
+    )
+    p.add_argument("recipe", metavar="RECIPE", help="the recipe to run")
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        metavar="ARGS",
+        help="the recipe's options, e.g. '--epochs 5 --dataset fashion-mnist'",
+    )
+    p.set_defaults(func=_train)
+
+    p = commands.add_parser(
+        "eval",
+        help="measure a pretrained model's test accuracy",
+        description="Evaluate pretrained weights on a dataset's test split, preprocessing the "
+        "images as the card records, and compare with the card's test accuracy when the "
+        "card is for the same dataset (exit status 1 if they differ by more than the "
+        "tolerance).",
+    )
+    p.add_argument("name", metavar="NAME", help=_NAME_HELP)
+    p.add_argument(
+        "--dataset", required=True, choices=_DATASETS, help="the dataset whose test split to use"
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="a folder holding DATASET/ with the IDX files, searched first (default: "
+        "$ZOO_DATA, the cache, then an operating-system copy)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="fail rather than download a missing dataset"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="examples per compiled call (default: 1000)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.001,
+        metavar="T",
+        help="largest accepted difference from the card's accuracy, as a fraction "
+        "(default: 0.001, i.e. 0.1 points)",
+    )
+    p.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `zoo` command.
+
+    **Arguments:** `argv`, the arguments after `zoo` (default: `sys.argv[1:]`).
+
+    **Returns:** the exit status: 0 on success, 1 for an error, 2 for a usage error.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 1
+    if args.command == "train":
+        # A recipe reports its own errors; anything else it raises is a bug worth a traceback.
+        return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, LookupError, OSError) as e:
+        # The hub's and the data loader's errors name the problem; a traceback adds nothing.
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""The user-facing calls: `create_model`, `load_pretrained`, `model_card`, `list_models`."""
+
+import fnmatch
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+
+from ._card import ModelCard
+from ._download import fetch_folder, is_url
+from ._errors import ArchitectureMismatchError, HeadReinitialisedWarning, WeightsError
+from ._pretrained import (
+    Loaded,
+    default_key,
+    expected_leaves,
+    load_folder,
+    read_card,
+    read_config,
+)
+from ._registry import ModelSpec, get_spec, registered_names, split_name
+from ._sources import available_weights, find_weights
+
+Source = str | os.PathLike
+
+
+def _load_source(
+    source: Source, *, arch: str | None = None, overrides: dict[str, Any] | None = None
+) -> Loaded:
+    """Load from a folder (`os.PathLike`), a URL (`str` with `://`) or a name (`str`)."""
+    pinned = None
+    if isinstance(source, os.PathLike):
+        folder = Path(source)
+    elif is_url(source):
+        folder, pinned = fetch_folder(source)
+    else:
+        name_arch, tag = split_name(source)
+        _, folder = find_weights(get_spec(name_arch), tag)
+    loaded = load_folder(folder, overrides=overrides, pinned_sha256=pinned)
+    if arch is not None and loaded.card.architecture != arch:
+        raise ArchitectureMismatchError(
+            f"the weights in {folder} are for {loaded.card.architecture!r}, not {arch!r}"
+        )
+    return loaded
+
+
+def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
+    """Load pretrained weights, verified, into their architecture.
+
+    The skeleton is rebuilt from `config.json` with `eqx.filter_eval_shape` (nothing is
+    computed), the file's size and SHA-256 are checked against the card, and each array's
+    shape and dtype against the skeleton's, before anything is deserialised.
+
+    **Arguments:**
+
+    - `source`: one of
+        - a name, `"arch.tag"`, or `"arch"` for its default weights, looked up in the
+          bundled weights and then in `$ZOO_HOME/weights` (see [`zoo.hub.zoo_home`][]);
+        - a folder, as a `pathlib.Path` (a `str` is always a name or a URL);
+        - a URL of a published folder pinned by the SHA-256 of its `weights.eqx`:
+          `"https://host/path/mlp_mnist.fashion/#sha256=<64 hex digits>"` (also
+          `http://` and `file://`), downloaded once into `$ZOO_HOME/downloads/<sha256>/`.
+
+    **Returns:** `(model, state)`, the model in inference mode (`eqx.nn.inference_mode`;
+    `eqx.nn.inference_mode(model, False)` switches back to training).
+
+    **Raises:** `UnsafeNameError`, `UnknownModelError`, `WeightsNotFoundError`,
+    `ChecksumMismatchError`, `TruncatedWeightsError`, `ArchitectureMismatchError` (naming the
+    first leaf that differs and both shapes), `OfflineError`, `DownloadError`.
+    """
+    loaded = _load_source(source)
+    return loaded.model, loaded.state
+
+
+def model_card(source: Source) -> ModelCard:
+    """The card of a set of weights: `source` as in [`zoo.load_pretrained`][].
+
+    Only the card is read for a name or a folder; a URL is downloaded (and verified) first.
+    """
+    if isinstance(source, os.PathLike):
+        return read_card(Path(source))
+    if is_url(source):
+        return _load_source(source).card
+    arch, tag = split_name(source)
+    return read_card(find_weights(get_spec(arch), tag)[1])
+
+
+def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
+    """Names matching a shell-style `pattern` (`"mlp*"`, `"*.fashion"`), sorted.
+
+    **Arguments:**
+
+    - `pattern`: matched with `fnmatch` against the whole name.
+    - `pretrained`: `False` lists the registered architectures; `True` lists every
+      `arch.tag` with weights on disk (bundled, then `$ZOO_HOME/weights`).
+
+    **Returns:** the sorted names.
+    """
+    names = available_weights() if pretrained else registered_names()
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def _resolve(
+    spec: ModelSpec, tag: str | None, pretrained: bool | str | os.PathLike
+) -> Source | None:
+    """What to load for `create_model`, or `None` for a fresh model."""
+    if isinstance(pretrained, os.PathLike):
+        return pretrained
+    if isinstance(pretrained, str):
+        if is_url(pretrained):
+            return pretrained
+        if tag is not None and pretrained != tag:
+            raise ValueError(
+                f"the name {spec.name}.{tag} and pretrained={pretrained!r} ask for two "
+                f"different weights"
+            )
+        return f"{spec.name}.{pretrained}"
+    if pretrained:
+        return spec.name if tag is None else f"{spec.name}.{tag}"
+    return None
+
+
+def _shapes(tree: Any) -> list[tuple]:
+    return [(leaf.path, leaf.shape, leaf.dtype) for leaf in expected_leaves(tree)]
+
+
+def _replace_head(
+    spec: ModelSpec,
+    loaded: Loaded,
+    num_classes: int,
+    key: jax.Array,
+    strict: bool,
+    name: str,
+) -> tuple[Any, eqx.nn.State]:
+    """The loaded model with a fresh head for `num_classes`, or itself if it has as many."""
+    config = {**loaded.config, "num_classes": num_classes}
+    target = eqx.filter_eval_shape(spec.builder, key=key, **config)
+    if _shapes(target) == _shapes((loaded.model, loaded.state)):
+        return loaded.model, loaded.state
+    if spec.head is None:
+        raise ValueError(f"{spec.name!r} has no classifier head, so `num_classes` cannot change")
+    if strict:
+        raise ArchitectureMismatchError(
+            f"{name} was trained with another number of classes than num_classes={num_classes} "
+            f"(strict=True forbids re-initialising the head)"
+        )
+    warnings.warn(
+        f"{name}: the classifier head is re-initialised at random for num_classes="
+        f"{num_classes}; every other layer keeps its pretrained weights",
+        HeadReinitialisedWarning,
+        stacklevel=3,
+    )
+    fresh, _ = spec.builder(key=key, **config)
+    model = eqx.tree_at(spec.head, loaded.model, eqx.nn.inference_mode(spec.head(fresh)))
+    # The builder must change nothing but the head; anything else would silently mix weights.
+    if _shapes((model, loaded.state)) != _shapes(target):
+        raise WeightsError(
+            f"{spec.name!r}: `num_classes` changes more than the part its `head` selects"
+        )
+    return model, loaded.state
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: bool | str | os.PathLike = False,
+    key: jax.Array | None = None,
+    num_classes: int | None = None,
+    strict: bool = False,
+    **overrides: Any,
+) -> tuple[Any, eqx.nn.State]:
+    """Build a registered model, freshly initialised or with pretrained weights.
+
+    **Arguments:**
+
+    - `name`: `"arch"` or `"arch.tag"` (see [`zoo.list_models`][]). With
+      `pretrained=False`, a tag selects only the architecture config its weights were
+      trained with.
+    - `pretrained`: `False` (fresh weights), `True` (the weights of the tag in `name`, or the
+      architecture's default weights), a tag (`"fashion"`), a folder (a `pathlib.Path`), or a
+      URL pinned with `#sha256=` (see [`zoo.load_pretrained`][]).
+    - `key`: initialises fresh weights and a re-initialised head; `None` means
+      `jax.random.PRNGKey(0)`, so the same call always gives the same model.
+    - `num_classes`: the number of classes, for classifiers; with pretrained weights trained
+      for another number, the head is re-initialised from `key` (with a
+      `HeadReinitialisedWarning`) and every other weight is kept.
+    - `strict`: make a head re-initialisation an error instead.
+    - `**overrides`: builder keyword arguments (e.g. `width=256`, `dropout=0.1`); with
+      pretrained weights they replace the saved config, and the weights must still fit.
+
+    **Returns:** `(model, state)`: `state` is an `eqx.nn.State`, empty for stateless models.
+    Pretrained models come back in inference mode; `eqx.nn.inference_mode(model, False)`
+    switches to training.
+
+    **Raises:** `UnsafeNameError`, `UnknownModelError`, `WeightsNotFoundError`,
+    `ArchitectureMismatchError` (weights that do not fit; or, with `strict=True`, another
+    number of classes), and the errors of [`zoo.load_pretrained`][].
+    """
+    arch, tag = split_name(name)
+    spec = get_spec(arch)
+    key = default_key() if key is None else key
+    source = _resolve(spec, tag, pretrained)
+    if source is None:
+        config = dict(overrides)
+        if tag is not None:
+            config = {**read_config(find_weights(spec, tag)[1])[1], **config}
+        if num_classes is not None:
+            config["num_classes"] = num_classes
+        return spec.builder(key=key, **config)
+    loaded = _load_source(source, arch=arch, overrides=overrides)
+    if num_classes is None:
+        return loaded.model, loaded.state
+    label = source if isinstance(source, str) else str(source)
+    return _replace_head(spec, loaded, num_classes, key, strict, label)

@@ -1,0 +1,46 @@
+"""The errors and warnings of the hub, so that callers can catch each problem by its class."""
+
+
+class UnsafeNameError(ValueError):
+    """A model name or tag outside `[a-z0-9_.-]`, or one that could leave its folder."""
+
+
+class UnknownModelError(LookupError):
+    """No architecture is registered under the name."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No pretrained weights exist under the name, tag or folder."""
+
+
+class WeightsError(ValueError):
+    """A weights folder whose contents cannot be used as they are."""
+
+
+class ChecksumMismatchError(WeightsError):
+    """The weights file's SHA-256 differs from the one its card or URL pins."""
+
+
+class TruncatedWeightsError(WeightsError):
+    """The weights file is shorter (or longer) than its card says."""
+
+
+class ArchitectureMismatchError(WeightsError):
+    """The weights do not fit the architecture: a leaf's shape or dtype differs, or the
+    numbers of leaves differ."""
+
+
+class GoldenMismatchError(WeightsError):
+    """A loaded model does not reproduce the golden outputs stored beside its weights."""
+
+
+class DownloadError(OSError):
+    """Weights could not be fetched from a URL."""
+
+
+class OfflineError(DownloadError):
+    """`ZOO_OFFLINE=1` forbids the network download that was needed."""
+
+
+class HeadReinitialisedWarning(UserWarning):
+    """Pretrained weights were loaded with a new classifier head, initialised at random."""

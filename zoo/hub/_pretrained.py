@@ -1,0 +1,511 @@
+"""The pretrained format: writing a weights folder atomically, and reading it back verified.
+
+A weights folder holds:
+
+- `config.json`: `{"format": 1, "architecture": <registered builder>, "config": {kwargs}}`,
+  enough to rebuild the model's skeleton;
+- `weights.eqx`: `eqx.tree_serialise_leaves((model, state))`, a sequence of `.npy` records;
+- `card.json`: the [`zoo.ModelCard`][], which pins the SHA-256 and size of `weights.eqx`;
+- `golden.npz` (optional): a few inputs `x` and the outputs `y` the model gave them, which a
+  loaded model must reproduce.
+
+Nothing is ever unpickled: `.npy` and `.npz` records are read with `allow_pickle=False`.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._card import ModelCard
+from ._errors import (
+    ArchitectureMismatchError,
+    ChecksumMismatchError,
+    GoldenMismatchError,
+    TruncatedWeightsError,
+    WeightsError,
+    WeightsNotFoundError,
+)
+from ._registry import get_spec, split_name
+from ._sources import CARD_FILE, CONFIG_FILE, GOLDEN_FILE, WEIGHTS_FILE
+
+FORMAT_VERSION = 1
+
+# `key=None` in `create_model` means this key, so that a model built twice is the same model.
+DEFAULT_KEY_SEED = 0
+
+
+def default_key() -> jax.Array:
+    return jr.PRNGKey(DEFAULT_KEY_SEED)
+
+
+# ----------------------------------------------------------------------------------------------
+# Leaves: what the file should hold, and what it does hold.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype | None  # None: a Python scalar, whose dtype follows jax_enable_x64
+
+    def describe(self) -> str:
+        return f"shape {self.shape}" + ("" if self.dtype is None else f" dtype {self.dtype}")
+
+
+def _state_markers(state: Any) -> tuple[str, ...]:
+    # An `eqx.nn.State` is keyed by the stringified paths of its `StateIndex`es (e.g.
+    # "ConvNet.norms[0].batch_counter"): far better in an error than a flat index.
+    try:
+        return tuple(str(k) for k in state.tree_flatten()[1])
+    except (AttributeError, TypeError, ValueError):
+        return ()
+
+
+def _leaf_path(path: tuple, markers: tuple[str, ...]) -> str:
+    # Paths start at the (model, state) pair.
+    if getattr(path[0], "idx", 0) == 0:
+        return "model" + jax.tree_util.keystr(path[1:])
+    index = getattr(path[1], "key", None) if len(path) > 1 else None
+    if isinstance(index, int) and index < len(markers):
+        return f"state[{markers[index]}]" + jax.tree_util.keystr(path[2:])
+    return "state" + jax.tree_util.keystr(path[1:])
+
+
+def expected_leaves(tree: tuple[Any, Any]) -> list[_Leaf]:
+    """The leaves `eqx.tree_serialise_leaves` writes for `(model, state)` (or its skeleton),
+    in the order it writes them."""
+    markers = _state_markers(tree[1])
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.ShapeDtypeStruct | jax.Array | np.ndarray):
+            out.append(_Leaf(_leaf_path(path, markers), tuple(leaf.shape), np.dtype(leaf.dtype)))
+        elif eqx.is_array_like(leaf):  # Python and NumPy scalars (e.g. `inference` flags)
+            out.append(_Leaf(_leaf_path(path, markers), (), None))
+    return out
+
+
+def _check_records(data: bytes, expected: list[_Leaf], source: str) -> None:
+    """Compare the `.npy` headers in `data` with the leaves the architecture expects, before
+    anything is deserialised.
+
+    **Raises:** `ArchitectureMismatchError` naming the first leaf that differs, both shapes
+    (and dtypes), or a difference in the number of leaves.
+    """
+    f = io.BytesIO(data)
+    for i, leaf in enumerate(expected):
+        if f.tell() == len(data):
+            raise ArchitectureMismatchError(
+                f"{source} is for another architecture: it ends after {i} arrays, but the "
+                f"architecture has {len(expected)}; the first missing one is {leaf.path} "
+                f"({leaf.describe()})"
+            )
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as e:
+            raise WeightsError(f"{source}: record {i} ({leaf.path}) is not an array: {e}") from None
+        if dtype.hasobject:
+            raise WeightsError(f"{source}: record {i} holds Python objects, which zoo never loads")
+        found = _Leaf(leaf.path, tuple(shape), None if leaf.dtype is None else dtype)
+        if found.shape != leaf.shape or found.dtype != leaf.dtype:
+            raise ArchitectureMismatchError(
+                f"{source} is for another architecture: leaf {leaf.path} has "
+                f"{found.describe()} in the file but {leaf.describe()} in the architecture"
+            )
+        f.seek(int(np.prod(shape)) * dtype.itemsize, io.SEEK_CUR)
+    if f.tell() < len(data):
+        raise ArchitectureMismatchError(
+            f"{source} is for another architecture: it holds more arrays than the "
+            f"{len(expected)} the architecture has"
+        )
+    if f.tell() > len(data):
+        raise TruncatedWeightsError(f"{source} ends in the middle of its last array")
+
+
+def _check_same_architecture(skeleton: Any, tree: Any, what: str) -> None:
+    expected, actual = expected_leaves(skeleton), expected_leaves(tree)
+    for want, got in zip(expected, actual):
+        if want.path != got.path or want.shape != got.shape or want.dtype != got.dtype:
+            raise ArchitectureMismatchError(
+                f"{what} does not rebuild this model: leaf {got.path} has {got.describe()} "
+                f"in the model but {want.path} has {want.describe()} in the rebuilt one"
+            )
+    if len(expected) != len(actual):
+        raise ArchitectureMismatchError(
+            f"{what} does not rebuild this model: it has {len(expected)} leaves, the model "
+            f"{len(actual)}"
+        )
+    if jax.tree.structure(skeleton) != jax.tree.structure(tree):
+        raise ArchitectureMismatchError(
+            f"{what} does not rebuild this model: the arrays match but the structure or a "
+            f"static field (an activation, a layer type) differs"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Files.
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it into place: a
+    reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0o600 would hide published weights from other users
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system can sync a folder
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def _from_json(value: Any) -> Any:
+    # JSON has no tuples; the models' sequence arguments are tuples (their annotations say so).
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
+def _to_json(value: Any, what: str) -> Any:
+    """`value` as plain JSON values (NumPy scalars become Python numbers)."""
+    try:
+        return json.loads(json.dumps(value, default=_numpy_default, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must hold JSON values only: {e}") from None
+
+
+def _numpy_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic | np.ndarray) or (isinstance(obj, jax.Array) and obj.ndim == 0):
+        return np.asarray(obj).tolist()
+    raise TypeError(f"{type(obj).__name__} is not a JSON value")
+
+
+def _versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "jax": jax.__version__,
+        "equinox": eqx.__version__,
+        "zoo": version("eqx-zoo"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def is_stateful(state: eqx.nn.State) -> bool:
+    """Whether `state` holds anything (BatchNorm statistics); stateless models have none."""
+    return bool(jax.tree.leaves(state))
+
+
+@eqx.filter_jit
+def apply_batch(model: Any, state: eqx.nn.State, x: Any) -> Any:
+    """The outputs of a one-example `model` on a batch `x`, stateless or stateful."""
+    if is_stateful(state):
+        return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)[
+            0
+        ]
+    return jax.vmap(model)(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving.
+
+
+def save_pretrained(
+    directory: str | os.PathLike,
+    model: Any,
+    state: eqx.nn.State,
+    *,
+    card: ModelCard,
+    golden_input: Any = None,
+) -> ModelCard:
+    """Publish a trained model as a weights folder that `zoo.load_pretrained` and
+    `zoo.create_model` can load.
+
+    First checks that `card.config` rebuilds `model` (the registered builder of
+    `card.architecture` called with it gives the same leaves, shapes, dtypes and static
+    fields), so that what is written can be read back. Then writes `weights.eqx`,
+    `golden.npz`, `config.json` and `card.json`, each to a temporary file that is fsynced
+    and renamed into place; the card is written last, and it pins the weights' SHA-256, so a
+    reader never accepts weights from a half-finished save. Other files in `directory` are
+    left alone.
+
+    **Arguments:**
+
+    - `directory`: the folder to write (created if needed). To make the weights loadable by
+      name, use `zoo.hub.user_weights_dir() / card.name` (or, for weights shipped with zoo,
+      `zoo.hub.bundled_weights_dir() / card.name`).
+    - `model`, `state`: the trained model and its state (an empty `eqx.nn.State` for
+      stateless models). They are stored as given; loading puts them in inference mode.
+    - `card`: the [`zoo.ModelCard`][]: `name` (`"arch.tag"`), `config`, `dataset`,
+      `metrics`, `command`, `recipe_config`, `preprocess`, `description`.
+    - `golden_input`: optional model-ready inputs with a leading batch axis (say 8
+      preprocessed test images); their outputs, computed here in inference mode, are stored
+      in `golden.npz` so that later loads can be checked with [`zoo.hub.check_golden`][].
+
+    **Returns:** the completed card, as written (with `num_params`, `weights_sha256`,
+    `weights_size`, `versions` and `date` filled in).
+
+    **Raises:**
+
+    - `UnsafeNameError` / `UnknownModelError`: `card.name` is invalid or its architecture
+      is not registered.
+    - `ArchitectureMismatchError`: `card.config` does not rebuild `model`, naming the leaf.
+    - `ValueError`: the card holds values that are not JSON.
+    """
+    arch, _ = split_name(card.name)
+    spec = get_spec(arch)
+    config = _to_json(dict(card.config), "card.config")
+    card = dataclasses.replace(
+        card,
+        config=config,
+        metrics=_to_json(dict(card.metrics), "card.metrics"),
+        recipe_config=_to_json(dict(card.recipe_config), "card.recipe_config"),
+    )
+    # Rebuild from the JSON round trip of the config: exactly what a later load will do.
+    skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **_from_json(config))
+    _check_same_architecture(skeleton, (model, state), f"card.config {config} for {arch!r}")
+
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, (model, state))
+    weights = buffer.getvalue()
+    golden = None
+    if golden_input is not None:
+        x = np.asarray(golden_input)
+        y = np.asarray(apply_batch(eqx.nn.inference_mode(model), state, x))
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=y)
+        golden = buffer.getvalue()
+
+    params = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    card = dataclasses.replace(
+        card,
+        num_params=int(sum(p.size for p in params)),
+        weights_sha256=hashlib.sha256(weights).hexdigest(),
+        weights_size=len(weights),
+        versions=_versions(),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / WEIGHTS_FILE, weights)
+    if golden is not None:
+        _atomic_write(directory / GOLDEN_FILE, golden)
+    else:  # a golden pair left by an earlier save would no longer match
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory / GOLDEN_FILE)
+    _atomic_write(
+        directory / CONFIG_FILE,
+        _json_bytes({"format": FORMAT_VERSION, "architecture": arch, "config": config}),
+    )
+    _atomic_write(directory / CARD_FILE, _json_bytes(card.to_json()))
+    _fsync_dir(directory)
+    return card
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"{path} does not exist: not a weights folder") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
+    """**Returns:** `(architecture, builder kwargs)` from `directory/config.json`."""
+    data = _read_json(directory / CONFIG_FILE)
+    if data.get("format") != FORMAT_VERSION:
+        raise WeightsError(
+            f"{directory / CONFIG_FILE} has format {data.get('format')!r}; this version of zoo "
+            f"reads format {FORMAT_VERSION}"
+        )
+    arch, config = data.get("architecture"), data.get("config")
+    if not isinstance(arch, str) or not isinstance(config, dict):
+        raise WeightsError(f"{directory / CONFIG_FILE} needs 'architecture' and 'config'")
+    split_name(arch)
+    return arch, _from_json(config)
+
+
+def read_card(directory: Path) -> ModelCard:
+    """**Returns:** the card in `directory/card.json`."""
+    path = directory / CARD_FILE
+    return ModelCard.from_json(_read_json(path), source=str(path))
+
+
+def _restore_weak_type(loaded: Any, like: Any) -> Any:
+    # `.npy` records drop JAX's weak types, but a weakly typed scalar (BatchNorm's step
+    # counter) must stay weak: it meets Python floats, which strict dtype promotion refuses
+    # to combine with a strongly typed int32.
+    if isinstance(like, jax.ShapeDtypeStruct) and like.weak_type and like.shape == ():
+        weak = jnp.asarray(np.asarray(loaded).item())
+        if weak.dtype == loaded.dtype:
+            return weak
+    return loaded
+
+
+def _verify(data: bytes, card: ModelCard, path: Path, pinned: str | None) -> None:
+    if card.weights_size is None or card.weights_sha256 is None:
+        raise WeightsError(
+            f"{path.parent / CARD_FILE} does not record the weights' size and SHA-256"
+        )
+    if len(data) < card.weights_size:
+        raise TruncatedWeightsError(
+            f"{path} is truncated: {len(data):,} of {card.weights_size:,} bytes"
+        )
+    if len(data) != card.weights_size:
+        raise TruncatedWeightsError(
+            f"{path} has {len(data):,} bytes, but its card says {card.weights_size:,}"
+        )
+    got = hashlib.sha256(data).hexdigest()
+    if got != card.weights_sha256:
+        raise ChecksumMismatchError(
+            f"{path} is corrupt: its SHA-256 is {got}, but its card says {card.weights_sha256}"
+        )
+    if pinned is not None and card.weights_sha256 != pinned:
+        raise ChecksumMismatchError(
+            f"{path.parent / CARD_FILE} pins SHA-256 {card.weights_sha256}, but the URL pins "
+            f"{pinned}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    model: Any
+    state: eqx.nn.State
+    card: ModelCard
+    config: dict[str, Any]
+
+
+def load_folder(
+    directory: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    pinned_sha256: str | None = None,
+) -> Loaded:
+    """Load a weights folder: rebuild the skeleton with `eqx.filter_eval_shape` (no
+    computation), check the file's size and SHA-256 against the card, compare its arrays'
+    shapes and dtypes with the skeleton's, then deserialise. The model is in inference mode.
+
+    **Arguments:**
+
+    - `directory`: the weights folder.
+    - `overrides`: builder kwargs replacing those in `config.json` (e.g. a dropout rate);
+      the weights must still fit.
+    - `pinned_sha256`: a SHA-256 the card must also record (from a URL).
+    """
+    arch, config = read_config(directory)
+    config = {**config, **_from_json(dict(overrides or {}))}
+    card = read_card(directory)
+    if card.architecture != arch:
+        raise WeightsError(
+            f"{directory}: card.json names architecture {card.architecture!r} but "
+            f"config.json names {arch!r}"
+        )
+    path = directory / WEIGHTS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"{path} does not exist") from None
+    _verify(data, card, path, pinned_sha256)
+    spec = get_spec(arch)
+    skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **config)
+    _check_records(data, expected_leaves(skeleton), str(path))
+    model, state = jax.tree.map(
+        _restore_weak_type, eqx.tree_deserialise_leaves(io.BytesIO(data), skeleton), skeleton
+    )
+    return Loaded(eqx.nn.inference_mode(model), state, card, config)
+
+
+def check_golden(
+    directory: str | os.PathLike,
+    model: Any,
+    state: eqx.nn.State,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> float:
+    """Check that `model` reproduces the golden outputs stored in `directory/golden.npz`.
+
+    **Arguments:**
+
+    - `directory`: a weights folder saved with `golden_input`.
+    - `model`, `state`: the loaded model (put in inference mode here) and its state.
+    - `rtol`, `atol`: the tolerance, as `np.allclose`'s (XLA may fuse differently on
+      another machine or version, so exact equality is not asked).
+
+    **Returns:** the largest absolute difference.
+
+    **Raises:** `WeightsNotFoundError` if there is no golden pair; `GoldenMismatchError`
+    with the largest difference if the outputs differ.
+    """
+    path = Path(directory) / GOLDEN_FILE
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"{path} does not exist: no golden pair was saved") from None
+    except (KeyError, ValueError, OSError) as e:
+        raise WeightsError(f"{path} is not a valid golden pair: {e}") from None
+    got = np.asarray(apply_batch(eqx.nn.inference_mode(model), state, x))
+    if got.shape != y.shape or got.dtype != y.dtype:
+        raise GoldenMismatchError(
+            f"{path}: outputs of shape {got.shape} {got.dtype}, golden {y.shape} {y.dtype}"
+        )
+    err = float(np.max(np.abs(got.astype(np.float64) - y), initial=0.0))
+    if not np.allclose(got, y, rtol=rtol, atol=atol):
+        raise GoldenMismatchError(
+            f"{path}: the model's outputs differ from the golden ones by up to {err:.3g} "
+            f"(rtol={rtol}, atol={atol})"
+        )
+    return err
