@@ -3,6 +3,7 @@ import json
 import struct
 import sys
 import types
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -13,7 +14,7 @@ import zoo
 import zoo.cli
 from zoo.hub import _sources
 
-MLP = {"width": 8, "depth": 1}
+MLP: dict[str, Any] = {"width": 8, "depth": 1}
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_summary(capsys, hub_home):
     code, out, _ = _run(capsys, "summary", "mlp_mnist.t")
     assert code == 0
     assert out.strip() == zoo.summary(eqx.nn.inference_mode(model))
-    cnn = {"channels": [4, 4, 4, 4]}
+    cnn: dict[str, Any] = {"channels": [4, 4, 4, 4]}
     model, state = zoo.create_model("cnn_mnist", **cnn)
     card = zoo.ModelCard(name="cnn_mnist.t", config=cnn)
     zoo.save_pretrained(hub_home / "weights" / "cnn_mnist.t", model, state, card=card)

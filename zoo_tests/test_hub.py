@@ -247,7 +247,7 @@ def test_card_records_what_was_saved(hub_home):
         "config": {"channels": [4, 4, 4, 4]},
     }
     text = card.format()
-    assert "cnn_mnist.t" in text and card.weights_sha256 in text
+    assert "cnn_mnist.t" in text and f"  {card.weights_sha256}\n" in text
 
 
 def test_card_round_trips_its_fields(hub_home):
@@ -300,6 +300,19 @@ def test_save_replaces_atomically_and_leaves_other_files(hub_home):
     _assert_bit_identical(zoo.load_pretrained(folder)[0], eqx.nn.inference_mode(model))
 
 
+def test_save_takes_none_for_a_stateless_state(hub_home):
+    model, _ = zoo.create_model("mlp_mnist", **MLP)
+    card = zoo.ModelCard(name="mlp_mnist.t", config=MLP)
+    zoo.save_pretrained(hub_home / "m", model, None, card=card)
+    loaded, state = zoo.load_pretrained(hub_home / "m")
+    assert jax.tree.leaves(state) == []
+    _assert_bit_identical(loaded, model)
+    cnn, _ = zoo.create_model("cnn_mnist", **CNN)
+    card = zoo.ModelCard(name="cnn_mnist.t", config=CNN)
+    with pytest.raises(ValueError, match="stateful"):
+        zoo.save_pretrained(hub_home / "c", cnn, None, card=card)
+
+
 def test_corrupted_byte_is_refused(hub_home):
     _publish("mlp_mnist.t", hub_home, **MLP)
     path = hub_home / "weights" / "mlp_mnist.t" / "weights.eqx"
@@ -316,6 +329,9 @@ def test_truncated_file_is_refused(hub_home):
     size = path.stat().st_size
     path.write_bytes(path.read_bytes()[: size - 100])
     with pytest.raises(zoo.hub.TruncatedWeightsError, match=f"truncated: {size - 100:,} of"):
+        zoo.create_model("mlp_mnist.t", pretrained=True)
+    path.write_bytes(path.read_bytes() + bytes(200))
+    with pytest.raises(zoo.hub.WeightsError, match=f"has {size + 100:,} bytes, but its card"):
         zoo.create_model("mlp_mnist.t", pretrained=True)
 
 

@@ -30,6 +30,7 @@ shape and dtype with the skeleton's, and only then deserialises. Nothing is unpi
 
 **Publish a model** (what a recipe does at the end of training):
 
+    preprocess = zoo.hub.Preprocess(layout="flat", normalize="unit")  # "chw" for a ConvNet
     card = zoo.ModelCard(
         name="mlp_mnist.fashion",            # registered architecture . tag
         config={},                           # builder kwargs beyond its defaults
@@ -37,16 +38,17 @@ shape and dtype with the skeleton's, and only then deserialises. Nothing is unpi
         metrics={"test_accuracy": 0.8941},   # fractions; `zoo eval` compares test_accuracy
         command="zoo train mnist_mlp --epochs 10",
         recipe_config=dataclasses.asdict(config),
-        preprocess=zoo.hub.Preprocess(layout="flat", normalize="unit"),
+        preprocess=preprocess,
     )
     zoo.save_pretrained(
-        zoo.hub.user_weights_dir() / card.name,   # or zoo.hub.bundled_weights_dir() / ...
-        model, state, card=card,
-        golden_input=preprocess(test_images[:8]),  # stored with its outputs
+        zoo.hub.user_weights_dir() / card.name,  # or zoo.hub.bundled_weights_dir() / card.name
+        model, state, card=card,                 # state: None is fine for stateless models
+        golden_input=preprocess(test_images[:8]),  # stored with the outputs it gives
     )
 
 `save_pretrained` first checks that `card.config` rebuilds the model, then writes each file
-atomically (the card last) and returns the completed card.
+atomically (the card last) and returns the completed card. `Preprocess` computes what
+`zoo.data.batches(normalize=..., mean=..., std=...)` does, bit for bit, then reshapes.
 """
 
 from . import _builders as _builders  # registers zoo's architectures

@@ -11,7 +11,12 @@ import jax
 
 from ._card import ModelCard
 from ._download import fetch_folder, is_url
-from ._errors import ArchitectureMismatchError, HeadReinitialisedWarning, WeightsError
+from ._errors import (
+    ArchitectureMismatchError,
+    ChecksumMismatchError,
+    HeadReinitialisedWarning,
+    WeightsError,
+)
 from ._pretrained import (
     Loaded,
     default_key,
@@ -38,12 +43,10 @@ def _load_source(
     else:
         name_arch, tag = split_name(source)
         _, folder = find_weights(get_spec(name_arch), tag)
-    loaded = load_folder(folder, overrides=overrides, pinned_sha256=pinned)
-    if arch is not None and loaded.card.architecture != arch:
-        raise ArchitectureMismatchError(
-            f"the weights in {folder} are for {loaded.card.architecture!r}, not {arch!r}"
-        )
-    return loaded
+    # Before building anything: overrides meant for `arch` would confuse another builder.
+    if arch is not None and (found := read_config(folder)[0]) != arch:
+        raise ArchitectureMismatchError(f"the weights in {folder} are for {found!r}, not {arch!r}")
+    return load_folder(folder, overrides=overrides, pinned_sha256=pinned)
 
 
 def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
@@ -77,12 +80,19 @@ def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
 def model_card(source: Source) -> ModelCard:
     """The card of a set of weights: `source` as in [`zoo.load_pretrained`][].
 
-    Only the card is read for a name or a folder; a URL is downloaded (and verified) first.
+    Only the card is read (the weights are verified when they are loaded); a URL is
+    downloaded into the cache first, where its weights' SHA-256 was checked.
     """
     if isinstance(source, os.PathLike):
         return read_card(Path(source))
     if is_url(source):
-        return _load_source(source).card
+        folder, pinned = fetch_folder(source)
+        card = read_card(folder)
+        if card.weights_sha256 != pinned:
+            raise ChecksumMismatchError(
+                f"{folder}/card.json pins SHA-256 {card.weights_sha256}, but the URL pins {pinned}"
+            )
+        return card
     arch, tag = split_name(source)
     return read_card(find_weights(get_spec(arch), tag)[1])
 

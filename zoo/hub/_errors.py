@@ -22,7 +22,7 @@ class ChecksumMismatchError(WeightsError):
 
 
 class TruncatedWeightsError(WeightsError):
-    """The weights file is shorter (or longer) than its card says."""
+    """The weights file is shorter than its card says, or a download stopped early."""
 
 
 class ArchitectureMismatchError(WeightsError):

@@ -109,6 +109,8 @@ def _check_records(data: bytes, expected: list[_Leaf], source: str) -> None:
     """
     f = io.BytesIO(data)
     for i, leaf in enumerate(expected):
+        if f.tell() > len(data):
+            raise TruncatedWeightsError(f"{source} ends in the middle of array {i - 1}")
         if f.tell() == len(data):
             raise ArchitectureMismatchError(
                 f"{source} is for another architecture: it ends after {i} arrays, but the "
@@ -118,9 +120,9 @@ def _check_records(data: bytes, expected: list[_Leaf], source: str) -> None:
         try:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         except ValueError as e:
             raise WeightsError(f"{source}: record {i} ({leaf.path}) is not an array: {e}") from None
         if dtype.hasobject:
@@ -234,15 +236,15 @@ def _versions() -> dict[str, str]:
     }
 
 
-def is_stateful(state: eqx.nn.State) -> bool:
+def is_stateful(state: eqx.nn.State | None) -> bool:
     """Whether `state` holds anything (BatchNorm statistics); stateless models have none."""
-    return bool(jax.tree.leaves(state))
+    return state is not None and bool(jax.tree.leaves(state))
 
 
 @eqx.filter_jit
-def apply_batch(model: Any, state: eqx.nn.State, x: Any) -> Any:
+def apply_batch(model: Any, state: eqx.nn.State | None, x: Any) -> Any:
     """The outputs of a one-example `model` on a batch `x`, stateless or stateful."""
-    if is_stateful(state):
+    if state is not None and is_stateful(state):
         return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)[
             0
         ]
@@ -253,10 +255,19 @@ def apply_batch(model: Any, state: eqx.nn.State, x: Any) -> Any:
 # Saving.
 
 
+def _state_or_empty(state: eqx.nn.State | None, like: eqx.nn.State, arch: str) -> eqx.nn.State:
+    # zoo.train passes `None` for the state of a stateless model; on disk it is an empty State.
+    if state is not None:
+        return state
+    if is_stateful(like):
+        raise ValueError(f"{arch!r} is stateful (BatchNorm): pass its `state`, not None")
+    return like  # an empty State: no leaves, so nothing of the skeleton remains in it
+
+
 def save_pretrained(
     directory: str | os.PathLike,
     model: Any,
-    state: eqx.nn.State,
+    state: eqx.nn.State | None,
     *,
     card: ModelCard,
     golden_input: Any = None,
@@ -277,8 +288,9 @@ def save_pretrained(
     - `directory`: the folder to write (created if needed). To make the weights loadable by
       name, use `zoo.hub.user_weights_dir() / card.name` (or, for weights shipped with zoo,
       `zoo.hub.bundled_weights_dir() / card.name`).
-    - `model`, `state`: the trained model and its state (an empty `eqx.nn.State` for
-      stateless models). They are stored as given; loading puts them in inference mode.
+    - `model`, `state`: the trained model and its state (for a stateless model, its empty
+      `eqx.nn.State` or `None`). They are stored as given; loading puts the model in
+      inference mode.
     - `card`: the [`zoo.ModelCard`][]: `name` (`"arch.tag"`), `config`, `dataset`,
       `metrics`, `command`, `recipe_config`, `preprocess`, `description`.
     - `golden_input`: optional model-ready inputs with a leading batch axis (say 8
@@ -306,6 +318,7 @@ def save_pretrained(
     )
     # Rebuild from the JSON round trip of the config: exactly what a later load will do.
     skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **_from_json(config))
+    state = _state_or_empty(state, skeleton[1], arch)
     _check_same_architecture(skeleton, (model, state), f"card.config {config} for {arch!r}")
 
     buffer = io.BytesIO()
@@ -404,7 +417,7 @@ def _verify(data: bytes, card: ModelCard, path: Path, pinned: str | None) -> Non
             f"{path} is truncated: {len(data):,} of {card.weights_size:,} bytes"
         )
     if len(data) != card.weights_size:
-        raise TruncatedWeightsError(
+        raise WeightsError(
             f"{path} has {len(data):,} bytes, but its card says {card.weights_size:,}"
         )
     got = hashlib.sha256(data).hexdigest()
@@ -470,7 +483,7 @@ def load_folder(
 def check_golden(
     directory: str | os.PathLike,
     model: Any,
-    state: eqx.nn.State,
+    state: eqx.nn.State | None,
     *,
     rtol: float = 1e-5,
     atol: float = 1e-6,
@@ -480,7 +493,8 @@ def check_golden(
     **Arguments:**
 
     - `directory`: a weights folder saved with `golden_input`.
-    - `model`, `state`: the loaded model (put in inference mode here) and its state.
+    - `model`, `state`: the loaded model (put in inference mode here) and its state
+      (`None` for a stateless model).
     - `rtol`, `atol`: the tolerance, as `np.allclose`'s (XLA may fuse differently on
       another machine or version, so exact equality is not asked).
 
