@@ -13,9 +13,10 @@ import optax
 
 import zoo
 import zoo.data
+import zoo.hub
 import zoo.train
 
-from ._common import plot_classifier_history, prepare_workdir, write_json
+from ._common import plot_classifier_history, prepare_workdir, publish, write_json
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, n: int | None):
@@ -30,6 +31,7 @@ def train_classifier(
     arch: str,
     arch_kwargs: dict[str, Any],
     prepare: Callable[[jax.Array], jax.Array],
+    layout: str,
 ) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
     cross-entropy, evaluating on the test split after every epoch.
@@ -59,7 +61,7 @@ def train_classifier(
     )
     steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
     test = {
-        "image": np.multiply(test_x, np.float32(1 / 255), dtype=np.float32),
+        "image": zoo.hub.Preprocess(layout="hw", normalize="unit")(test_x),
         "label": test_y.astype(np.int32),
     }
 
@@ -115,6 +117,25 @@ def train_classifier(
         "wall_time_s": wall,
     }
     write_json(out / "results.json", summary)
+    golden = zoo.hub.Preprocess(layout=layout, normalize="unit")(test_x[:8])
+    publish(
+        recipe,
+        config,
+        out,
+        arch=arch,
+        arch_config=arch_kwargs,
+        model=model,
+        state=train_state.model_state,
+        dataset=config.dataset,
+        metrics={
+            "test_accuracy": summary["test_accuracy"],
+            "train_accuracy": summary["train_accuracy"],
+            "epochs": len(epochs),
+        },
+        preprocess=zoo.hub.Preprocess(layout=layout, normalize="unit"),
+        golden_input=golden,
+        description=f"{arch} trained by recipes.{recipe} on {config.dataset}",
+    )
     return model, train_state.model_state, history
 
 

@@ -132,3 +132,15 @@ def run(
         print(str(e), file=sys.stderr)
         return 130
     return 0
+
+
+def command_line(recipe: str, config: Any) -> str:
+    """The `zoo train` command that reproduces `config` (fields that differ from defaults)."""
+    parts = [f"zoo train {recipe}"]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in ("progress", "resume") or value == f.default:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        parts.append(f"{_flag(f.name)} {text}")
+    return " ".join(parts)

@@ -74,3 +74,49 @@ def plot_classifier_history(history: list[dict[str, Any]], path: Path, title: st
     ax_acc.legend()
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def publish(
+    recipe: str,
+    config: Any,
+    out: Path,
+    *,
+    arch: str,
+    arch_config: dict[str, Any],
+    model: Any,
+    state: Any,
+    dataset: str | None,
+    metrics: dict[str, Any],
+    preprocess: Any = None,
+    golden_input: Any = None,
+    description: str = "",
+) -> list[Path]:
+    """Save the trained model in the hub's pretrained format: always into `out/model`, and,
+    with `--publish TAG`, into `<publish_dir or $ZOO_HOME/weights>/<arch>.<TAG>` so that
+    `zoo.create_model("<arch>.<TAG>", pretrained=True)` finds it.
+
+    **Returns:** the folders written.
+    """
+    import zoo
+    import zoo.hub
+
+    from ._cli import command_line
+
+    tag = config.publish or "run"
+    card = zoo.ModelCard(
+        name=f"{arch}.{tag}",
+        config=arch_config,
+        dataset=dataset,
+        metrics=metrics,
+        command=command_line(recipe, config),
+        recipe_config=dataclasses.asdict(config),
+        preprocess=preprocess,
+        description=description,
+    )
+    targets = [out / "model"]
+    if config.publish:
+        root = Path(config.publish_dir) if config.publish_dir else zoo.hub.user_weights_dir()
+        targets.append(root / card.name)
+    for target in targets:
+        zoo.save_pretrained(target, model, state, card=card, golden_input=golden_input)
+    return targets

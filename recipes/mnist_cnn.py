@@ -23,6 +23,7 @@ class Config:
     data_dir: str | None = None
     download: bool = True  # fetch from the mirrors when no local copy is found
     preset: Literal["experiment", "strong"] = "experiment"
+    bn_momentum: float = 0.99  # BatchNorm running statistics; lower it for very short runs
     learning_rate: float = 1e-3
     batch_size: int = 100
     epochs: int = 10
@@ -32,6 +33,8 @@ class Config:
     test_examples: int | None = None
     resume: bool = False
     progress: bool = True
+    publish: str | None = None  # a tag: also save as <arch>.<tag> under --publish-dir
+    publish_dir: str | None = None  # default: $ZOO_HOME/weights
 
 
 def _add_channel(x):
@@ -45,8 +48,9 @@ def train(config: Config, workdir: str):
         config,
         workdir,
         arch=ARCHITECTURES[config.preset],
-        arch_kwargs={},
+        arch_kwargs={"bn_momentum": config.bn_momentum},
         prepare=_add_channel,
+        layout="chw",
     )
 
 

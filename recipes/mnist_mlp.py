@@ -31,6 +31,8 @@ class Config:
     test_examples: int | None = None
     resume: bool = False
     progress: bool = True
+    publish: str | None = None  # a tag: also save as <arch>.<tag> under --publish-dir
+    publish_dir: str | None = None  # default: $ZOO_HOME/weights
 
 
 def _flatten(x):
@@ -46,6 +48,7 @@ def train(config: Config, workdir: str):
         arch="mlp_mnist",
         arch_kwargs={"width": config.width, "depth": config.depth},
         prepare=_flatten,
+        layout="flat",
     )
 
 

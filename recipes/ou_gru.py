@@ -27,7 +27,7 @@ import zoo.data
 import zoo.train
 
 from . import _cli
-from ._common import prepare_workdir, save_figure, write_json
+from ._common import prepare_workdir, publish, save_figure, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Config:
     steps_per_dispatch: int = 100
     resume: bool = False
     progress: bool = True
+    publish: str | None = None  # a tag: also save as gru_ou.<tag> under --publish-dir
+    publish_dir: str | None = None  # default: $ZOO_HOME/weights
 
 
 def make_sequences(config: Config, key, batch: int) -> dict[str, jax.Array]:
@@ -158,6 +160,19 @@ def train(config: Config, workdir: str):
             "train_time_s": train_time,
             "wall_time_s": wall,
         },
+    )
+    publish(
+        "ou_gru",
+        config,
+        out,
+        arch="gru_ou",
+        arch_config={"hidden_size": config.hidden_size},
+        model=model,
+        state=None,
+        dataset="ou-process",
+        metrics={"test_mse": test_mse, "free_running_mse": free_mse, "batches": config.batches},
+        golden_input=held_out["x"][:8],
+        description="zoo.GRU predicting the next clean value of a noisy Ornstein-Uhlenbeck path",
     )
     return model, None, history
 
