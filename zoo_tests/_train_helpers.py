@@ -95,7 +95,7 @@ def arrays_of(tree):
     ]
 
 
-SIGINT_EPOCHS, SIGINT_SPE, SIGINT_K = 3, 9, 2
+SIGINT_EPOCHS, SIGINT_SPE, SIGINT_K, SIGINT_LOG_EVERY = 3, 9, 2, 4
 
 
 def _sigint(workdir: str) -> None:
@@ -116,6 +116,7 @@ def _sigint(workdir: str) -> None:
             steps_per_epoch=SIGINT_SPE,
             steps_per_dispatch=SIGINT_K,
             workdir=workdir,
+            log_every=SIGINT_LOG_EVERY,
             progress=False,
         )
     except zt.TrainingInterrupted:

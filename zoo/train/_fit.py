@@ -113,11 +113,10 @@ class _Runner:
 
     def __init__(self, step: TrainStep, train_state: TrainState):
         self.step = step
-        self.partition = Partition(train_state)
+        self.partition, leaves = Partition.split(train_state)
         # Copies, because the first dispatch donates these buffers and the caller may still
-        # hold `train_state`.
-        # (`device_put` copies without compiling anything, unlike `x.copy()`.)
-        self.leaves = jax.device_put(Partition.leaves(train_state), may_alias=False)
+        # hold `train_state`. (`device_put` copies without compiling, unlike `x.copy()`.)
+        self.leaves = jax.device_put(leaves, may_alias=False)
 
     def state(self) -> TrainState:
         return self.partition.merge(self.leaves)
@@ -298,7 +297,8 @@ def fit(
                     "will not match an uninterrupted run",
                     stacklevel=2,
                 )
-        _write_json(workdir / "config.json", config_json)
+        if config_json is not None:
+            _write_json(workdir / "config.json", config_json)
         log = MetricsLog(workdir / "metrics.jsonl", keep_up_to_step=keep_records_to)
     else:
         log = None
@@ -371,7 +371,10 @@ def _loop(
         state = None
         if iterator is not None and hasattr(iterator, "get_state"):
             state = iterator.get_state()  # pyright: ignore[reportAttributeAccessIssue]
-        return {"batches": consumed, "iterator": state}
+        # The running sums make a mid-epoch resume log the same means as an unbroken run.
+        sums = {"epoch": epoch_sums, "epoch_steps": epoch_steps}
+        sums.update(window=window_sums, window_steps=window_steps)
+        return {"batches": consumed, "iterator": state, "sums": sums}
 
     def save() -> Path | None:
         nonlocal last_ckpt
@@ -410,10 +413,11 @@ def _loop(
             bar = tqdm(total=total, initial=consumed, unit="step", dynamic_ncols=True)
 
     # Per-epoch and per-window running sums, on the host in float64.
+    saved_sums = data_state.get("sums") or {}
     epoch_sums: dict[str, float] = {}
     epoch_steps = 0
-    window_sums: dict[str, float] = {}
-    window_steps = 0
+    window_sums: dict[str, float] = dict(saved_sums.get("window", {}))
+    window_steps = int(saved_sums.get("window_steps", 0))
     last_postfix = 0.0
     epoch_t0 = time.perf_counter()
 
@@ -453,11 +457,13 @@ def _loop(
                 rate = epoch_steps * (batch_size or 0) / max(now - epoch_t0, 1e-9)
                 bar.set_postfix(loss=f"{values['loss'][-1]:.4g}", samples_s=f"{rate:.4g}")
 
-    def stop(pending, epoch: int) -> None:
-        """Finish the in-flight dispatch, save, and raise `TrainingInterrupted`."""
+    def stop(pending, epoch: int, path: Path | None = None) -> None:
+        """Finish the in-flight dispatch, save (unless `path` was just saved), and raise
+        `TrainingInterrupted`."""
         if pending is not None:
             process(pending)
-        path = save()
+        if path is None:
+            path = save()
         name = signal.Signals(signals.received or signal.SIGINT).name
         in_epoch = consumed - epoch * steps_per_epoch
         where = f"step {step_number} (epoch {epoch + 1}, batch {in_epoch} of {steps_per_epoch})"
@@ -477,7 +483,11 @@ def _loop(
     try:
         for epoch in range(consumed // steps_per_epoch, num_epochs):
             epoch_start = epoch * steps_per_epoch
-            epoch_sums, epoch_steps = {}, 0
+            if consumed > epoch_start:  # resumed mid-epoch
+                epoch_sums = dict(saved_sums.get("epoch", {}))
+                epoch_steps = int(saved_sums.get("epoch_steps", 0))
+            else:
+                epoch_sums, epoch_steps = {}, 0
             epoch_t0 = time.perf_counter()
             if bar is not None:
                 bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
@@ -531,9 +541,9 @@ def _loop(
                     if isinstance(v, float) and not k.endswith("_s") and math.isfinite(v)
                 )
                 bar.write(f"epoch {epoch + 1}/{num_epochs}: {summary}")
-            save()
+            path = save()
             if signals.received is not None and epoch + 1 < num_epochs:
-                stop(None, epoch + 1)
+                stop(None, epoch + 1, path)
     finally:
         if bar is not None:
             bar.close()

@@ -19,18 +19,17 @@ class Partition:
     """The static half of a train state split into its array leaves and everything else.
 
     Splitting once and passing only the list of array leaves to a `jax.jit`-compiled function
-    keeps the per-call cost at `jax.jit`'s C++ dispatch: no re-flattening of modules and no
-    hashing of the static half on every call, as `eqx.filter_jit` must do.
+    keeps the per-call cost near `jax.jit`'s C++ dispatch: `fit` holds the leaves between
+    steps and never re-partitions the model, as `eqx.filter_jit` must on every call.
     """
 
-    __slots__ = ("treedef", "static", "key")
+    __slots__ = ("treedef", "mask", "static", "key")
 
-    def __init__(self, tree: PyTree):
-        dynamic, static = eqx.partition(tree, eqx.is_array)
-        self.treedef = jtu.tree_structure(dynamic)
-        self.static = static
-        static_leaves, static_def = jtu.tree_flatten(static)
-        self.key = (self.treedef, static_def, tuple(static_leaves))
+    def __init__(self, leaves: list[Any], treedef: Any):
+        self.treedef = treedef
+        self.mask = tuple(eqx.is_array(x) for x in leaves)
+        self.static = tuple(x for x, m in zip(leaves, self.mask) if not m)
+        self.key = (self.treedef, self.mask, self.static)
         try:
             hash(self.key)
         except TypeError as e:
@@ -39,25 +38,30 @@ class Partition:
                 f"must be hashable, as for `eqx.filter_jit`: {e}"
             ) from None
 
-    @staticmethod
-    def leaves(tree: PyTree) -> list[Array]:
-        """The array leaves of `tree`, in the order `merge` expects."""
-        return jtu.tree_leaves(eqx.filter(tree, eqx.is_array))
+    @classmethod
+    def split(cls, tree: PyTree) -> tuple["Partition", list[Array]]:
+        """`(partition, arrays)`: the static half of `tree` and its array leaves."""
+        leaves, treedef = jtu.tree_flatten(tree)
+        partition = cls(leaves, treedef)
+        return partition, [x for x, m in zip(leaves, partition.mask) if m]
 
-    def merge(self, leaves: list[Array]) -> PyTree:
+    def merge(self, arrays: list[Array]) -> PyTree:
         """Rebuild the tree from its array leaves."""
-        return eqx.combine(jtu.tree_unflatten(self.treedef, leaves), self.static)
+        it_arrays, it_static = iter(arrays), iter(self.static)
+        leaves = [next(it_arrays) if m else next(it_static) for m in self.mask]
+        return jtu.tree_unflatten(self.treedef, leaves)
 
     def out_leaves(self, tree: PyTree) -> list[Array]:
         """The array leaves of a step's result, checked to have the input's structure."""
-        leaves, treedef = jtu.tree_flatten(eqx.filter(tree, eqx.is_array))
-        if treedef != self.treedef:
+        leaves, treedef = jtu.tree_flatten(tree)
+        mask = tuple(eqx.is_array(x) for x in leaves)
+        if treedef != self.treedef or mask != self.mask:
             raise ValueError(
                 "a training step changed the structure of the train state (did the loss "
                 "function return a model state of another structure, or `None` for a "
                 f"stateful model?): before {self.treedef}, after {treedef}"
             )
-        return leaves
+        return [x for x, m in zip(leaves, mask) if m]
 
 
 class TrainStep:
@@ -181,8 +185,8 @@ class TrainStep:
         **Returns:** `(train_state, metrics)`: the state after the step and a dict of scalar
         metrics, `"loss"` first.
         """
-        partition = Partition(train_state)
-        leaves, metrics = self.compiled("single", partition)(partition.leaves(train_state), batch)
+        partition, leaves = Partition.split(train_state)
+        leaves, metrics = self.compiled("single", partition)(leaves, batch)
         return partition.merge(leaves), metrics
 
     def scan(self, train_state: TrainState, batches: Batch) -> tuple[TrainState, Metrics]:
@@ -198,8 +202,8 @@ class TrainStep:
         **Returns:** `(train_state, metrics)`: the state after K steps and a dict of metrics
         with one value per step, shape `(K,)`.
         """
-        partition = Partition(train_state)
-        leaves, metrics = self.compiled("scan", partition)(partition.leaves(train_state), batches)
+        partition, leaves = Partition.split(train_state)
+        leaves, metrics = self.compiled("scan", partition)(leaves, batches)
         return partition.merge(leaves), metrics
 
     def scan_generated(self, train_state: TrainState, num_steps: int) -> tuple[TrainState, Metrics]:
@@ -220,9 +224,9 @@ class TrainStep:
         """
         if self.make_batch is None:
             raise ValueError("scan_generated needs a TrainStep built with `make_batch`")
-        partition = Partition(train_state)
+        partition, leaves = Partition.split(train_state)
         fn = self.compiled("generated", partition, num_steps=num_steps)
-        leaves, metrics = fn(partition.leaves(train_state))
+        leaves, metrics = fn(leaves)
         return partition.merge(leaves), metrics
 
     def batch_shape(self, train_state: TrainState) -> Any:
