@@ -52,23 +52,36 @@ def train_classifier(
     train_x, train_y = _subset(train_x, train_y, config.train_examples)
     test_x, test_y = _subset(test_x, test_y, config.test_examples)
 
+    # Standardising uses the training set's pixel statistics, for the test set too; the
+    # card records them so that `zoo eval` and users feed the model what it trained on.
+    stats = {}
+    if config.normalize == "standard":
+        stats = {
+            "mean": float(train_x.mean(dtype=np.float64)),
+            "std": float(train_x.std(dtype=np.float64)),
+        }
     data = zoo.data.batches(
         {"image": train_x, "label": train_y},
         config.batch_size,
         seed=config.seed,
         num_epochs=None,
-        normalize="unit",
+        normalize=config.normalize,
+        **stats,
     )
     steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
     test = {
-        "image": zoo.hub.Preprocess(layout="hw", normalize="unit")(test_x),
+        "image": zoo.hub.Preprocess(layout="hw", normalize=config.normalize, **stats)(test_x),
         "label": test_y.astype(np.int32),
     }
 
     k_model, k_train = jr.split(jr.PRNGKey(config.seed))
     model, model_state = zoo.create_model(arch, key=k_model, **arch_kwargs)
     stateful = bool(jax.tree.leaves(model_state))
-    optimizer = optax.adam(config.learning_rate)
+    if config.lr_schedule == "cosine":
+        learning_rate = optax.cosine_decay_schedule(config.learning_rate, steps * config.epochs)
+    else:
+        learning_rate = config.learning_rate
+    optimizer = optax.adam(learning_rate)
     train_state = zoo.train.init_train_state(
         model, optimizer, key=k_train, model_state=model_state if stateful else None
     )
@@ -117,7 +130,7 @@ def train_classifier(
         "wall_time_s": wall,
     }
     write_json(out / "results.json", summary)
-    golden = zoo.hub.Preprocess(layout=layout, normalize="unit")(test_x[:8])
+    preprocess = zoo.hub.Preprocess(layout=layout, normalize=config.normalize, **stats)
     publish(
         recipe,
         config,
@@ -132,8 +145,8 @@ def train_classifier(
             "train_accuracy": summary["train_accuracy"],
             "epochs": len(epochs),
         },
-        preprocess=zoo.hub.Preprocess(layout=layout, normalize="unit"),
-        golden_input=golden,
+        preprocess=preprocess,
+        golden_input=preprocess(test_x[:8]),
         description=f"{arch} trained by recipes.{recipe} on {config.dataset}",
     )
     return model, train_state.model_state, history

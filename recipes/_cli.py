@@ -64,10 +64,15 @@ def usage(recipe: str, config_cls: type, doc: str | None) -> str:
     if doc:
         lines += [doc.strip().splitlines()[0], ""]
     lines.append("config fields (default):")
+    hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        type_name = getattr(f.type, "__name__", str(f.type)).replace("typing.", "")
-        lines.append(f"  {_flag(f.name):<24} {type_name:<14} {f.default!r}")
-    lines.append(f"  {'--workdir':<24} {'str':<14} where outputs go (default runs/{recipe})")
+        kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Literal:
+            type_name = "|".join(typing.get_args(kind))
+        else:
+            type_name = getattr(kind, "__name__", str(kind)).replace("typing.", "")
+        lines.append(f"  {_flag(f.name):<22} {type_name:<20} {f.default!r}")
+    lines.append(f"  {'--workdir':<22} {'str':<20} where outputs go (default runs/{recipe})")
     return "\n".join(lines)
 
 

@@ -3,7 +3,10 @@
     zoo train mnist_mlp                  # or: python -m recipes.mnist_mlp
     zoo train mnist_mlp --dataset mnist --epochs 5 --workdir runs/mlp-mnist
 
-Adam 1e-3, batch 100, 10 epochs, cross-entropy. Reaches RESULT_MLP.
+Adam 1e-3 decayed to 0 by a cosine schedule, batch 100, 10 epochs, cross-entropy: 89.8%
+test accuracy on Fashion-MNIST. `--lr-schedule constant` is the original experiment's
+constant rate: 88.1% at the last epoch (it swings between 87.7% and 89.0% from epoch to
+epoch).
 Writes config.json, metrics.jsonl, training.png (loss and accuracy curves), results.json and
 the trained model (model/, loadable with `zoo.load_pretrained`) into the run folder.
 """
@@ -22,7 +25,9 @@ class Config:
     download: bool = True  # fetch from the mirrors when no local copy is found
     width: int = 512
     depth: int = 2
+    normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
     learning_rate: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
