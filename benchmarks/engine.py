@@ -40,18 +40,22 @@ MLP_BATCH = 100
 OU_BATCH, OU_STEPS = 64, 10
 
 
-def _best(fn, repeats: int) -> float:
-    """The fastest of `repeats` timings of `fn()` (which must block), in seconds."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def _block(tree) -> None:
     jax.block_until_ready(tree)
+
+
+def _race(fns: dict, rounds: int) -> dict[str, float]:
+    """The fastest time of each of `fns` over `rounds` rounds, taking turns within each round,
+    so that load from other processes on a shared machine hits all of them alike."""
+    for fn in fns.values():
+        fn()  # compile and warm up
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
 # --- dispatch cost ------------------------------------------------------------------------
@@ -114,14 +118,16 @@ def dispatch_cost(quick: bool) -> dict:
     def run_scan():
         _block(runner.scan(stacked))
 
-    for fn in (run_naive, run_public, run_fit_path, run_scan):
-        fn()  # compile
+    t = _race(
+        {"naive": run_naive, "public": run_public, "fit": run_fit_path, "scan": run_scan},
+        3 if quick else 7,
+    )
     out = {
         "steps": n,
-        "filter_jit_us": _best(run_naive, 3) / n * 1e6,
-        "trainstep_call_us": _best(run_public, 3) / n * 1e6,
-        "fit_loop_us": _best(run_fit_path, 3) / n * 1e6,
-        "scan_us": _best(run_scan, 3) / n * 1e6,
+        "filter_jit_us": t["naive"] / n * 1e6,
+        "trainstep_call_us": t["public"] / n * 1e6,
+        "fit_loop_us": t["fit"] / n * 1e6,
+        "scan_us": t["scan"] / n * 1e6,
     }
     print(
         f"dispatch, tiny MLP: eqx.filter_jit {out['filter_jit_us']:.0f} us/step, "
@@ -182,11 +188,10 @@ def ou_gru(quick: bool) -> dict:
     def run_fused():
         _block(runner.generated(k))
 
-    for fn in (run_naive, run_single, run_fused):
-        fn()
-    naive_ms = _best(run_naive, 2) / n_single * 1e3
-    single_ms = _best(run_single, 2) / n_single * 1e3
-    fused_ms = _best(run_fused, 2) / k * 1e3
+    t = _race({"naive": run_naive, "single": run_single, "fused": run_fused}, 2 if quick else 5)
+    naive_ms = t["naive"] / n_single * 1e3
+    single_ms = t["single"] / n_single * 1e3
+    fused_ms = t["fused"] / k * 1e3
     out = {
         "model": "zoo.GRU (1 -> 12 -> 1)",
         "steps_per_dispatch": k,
@@ -209,15 +214,13 @@ def ou_gru(quick: bool) -> dict:
 # --- MLP and roofline ---------------------------------------------------------------------
 
 
-def matmul_gflops(quick: bool) -> float:
-    """The float32 matmul rate of a big square `jnp.dot`, in GFLOP/s."""
+def _matmul(quick: bool):
+    """A big square float32 `jnp.dot` and its FLOPs."""
     n = 1024 if quick else 2048
     a = jr.normal(jr.PRNGKey(0), (n, n), jnp.float32)
     b = jr.normal(jr.PRNGKey(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
-    _block(dot(a, b))
-    seconds = _best(lambda: _block(dot(a, b)), 5 if quick else 10)
-    return 2 * n**3 / seconds / 1e9
+    return (lambda: _block(dot(a, b))), 2 * n**3
 
 
 def mlp(quick: bool) -> dict:
@@ -256,12 +259,15 @@ def mlp(quick: bool) -> dict:
             metrics = runner.scan({n: np.stack([b[n] for b in group]) for n in group[0]})
         _block(metrics)
 
-    run_single()
-    run_fused()
-    rate = matmul_gflops(quick)
-    single_s = _best(run_single, 2)
-    fused_s = _best(run_fused, 2)
-    rate = max(rate, matmul_gflops(quick))  # measured around the runs: the machine is shared
+    run_dot, dot_flops = _matmul(quick)
+
+    def run_dots():
+        for _ in range(5):
+            run_dot()
+
+    t = _race({"single": run_single, "fused": run_fused, "dot": run_dots}, 2 if quick else 4)
+    single_s, fused_s = t["single"], t["fused"]
+    rate = 5 * dot_flops / t["dot"] / 1e9
     roofline = rate * 1e9 / flops_per_step
 
     # The same epoch through `fit` itself, from `zoo.data.batches`, compilation excluded.

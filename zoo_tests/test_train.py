@@ -294,6 +294,9 @@ def test_checkpoint_round_trip_and_keep(tmp_path):
     restored, header = zt.restore_checkpoint(tmp_path, like)
     _assert_trees_equal(restored, train_state, exact=True)
     assert jnp.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
+    # Into shapes only, without allocating a model first.
+    from_shapes, _ = zt.restore_checkpoint(tmp_path, eqx.filter_eval_shape(lambda: like))
+    _assert_trees_equal(from_shapes, train_state, exact=True)
     assert header["step"] == 5 and header["data_state"] == {"i": 4}
     assert header["config"] == {"a": [1, 2]} and header["version"] == 1
     assert header["leaves"][0] == {

@@ -58,9 +58,13 @@ def _unwrap_keys(tree: PyTree) -> PyTree:
 
 def _rewrap_keys(loaded: PyTree, like: PyTree) -> PyTree:
     def rewrap(x, ref):
-        if _is_key(ref):
-            return jr.wrap_key_data(x, impl=jr.key_impl(ref))
-        return x
+        if not _is_key(ref):
+            return x
+        if isinstance(ref, jax.Array):
+            impl = jr.key_impl(ref)
+        else:  # a ShapeDtypeStruct (`eqx.filter_eval_shape`): its dtype knows the PRNG impl
+            impl = ref.dtype._impl  # pyright: ignore[reportAttributeAccessIssue]
+        return jr.wrap_key_data(x, impl=impl)
 
     return jtu.tree_map(rewrap, loaded, like)
 

@@ -418,6 +418,7 @@ def _loop(
     epoch_steps = 0
     window_sums: dict[str, float] = dict(saved_sums.get("window", {}))
     window_steps = int(saved_sums.get("window_steps", 0))
+    untimed_steps = 0
     last_postfix = 0.0
     epoch_t0 = time.perf_counter()
 
@@ -454,7 +455,8 @@ def _loop(
             now = time.perf_counter()
             if now - last_postfix > 0.25:
                 last_postfix = now
-                rate = epoch_steps * (batch_size or 0) / max(now - epoch_t0, 1e-9)
+                timed = epoch_steps - untimed_steps
+                rate = timed * (batch_size or 0) / max(now - epoch_t0, 1e-9)
                 bar.set_postfix(loss=f"{values['loss'][-1]:.4g}", samples_s=f"{rate:.4g}")
 
     def stop(pending, epoch: int, path: Path | None = None) -> None:
@@ -488,6 +490,8 @@ def _loop(
                 epoch_steps = int(saved_sums.get("epoch_steps", 0))
             else:
                 epoch_sums, epoch_steps = {}, 0
+            # Throughput counts only the steps timed in this process.
+            untimed_steps = epoch_steps
             epoch_t0 = time.perf_counter()
             if bar is not None:
                 bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
@@ -532,7 +536,8 @@ def _loop(
                 record.update({k: float(v) for k, v in results.items()})
                 record["eval_time_s"] = time.perf_counter() - t
             record["train_time_s"] = train_time
-            record["samples_per_s"] = epoch_steps * (batch_size or 0) / max(train_time, 1e-9)
+            timed = epoch_steps - untimed_steps
+            record["samples_per_s"] = timed * (batch_size or 0) / max(train_time, 1e-9)
             emit(record)
             if bar is not None:
                 summary = ", ".join(
