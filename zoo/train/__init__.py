@@ -1,4 +1,25 @@
-"""zoo's training engine: train state, compiled steps, `fit`, evaluation and checkpoints."""
+"""zoo's training engine: train state, compiled steps, `fit`, evaluation and checkpoints.
+
+```python
+import jax.random as jr, optax, zoo, zoo.data, zoo.train
+
+model = zoo.MLP(key=jr.PRNGKey(0))
+optimizer = optax.adam(1e-3)
+train_state = zoo.train.init_train_state(model, optimizer, key=jr.PRNGKey(1))
+flatten = lambda x: x.reshape(x.shape[0], -1)
+step = zoo.train.TrainStep(zoo.train.classification_loss(prepare=flatten), optimizer)
+data = zoo.data.batches({"image": x, "label": y}, 100, seed=0)  # endless, reshuffled
+test_data = zoo.data.batches({"image": x_test, "label": y_test}, 1000, seed=0, num_epochs=1,
+                             shuffle=False, drop_remainder=False)
+test = zoo.train.Evaluator(zoo.train.classification_metrics(prepare=flatten), test_data)
+train_state, history = zoo.train.fit(
+    train_state, step, data, num_epochs=10, steps_per_epoch=len(x) // 100,
+    steps_per_dispatch=50, eval_fn=test, workdir="runs/mlp", resume=True)
+```
+
+A stateful model (BatchNorm) differs only in building it with `eqx.nn.make_with_state` and
+passing `model_state=` to `init_train_state`; the same losses batch it over `axis_name="batch"`.
+"""
 
 from ._checkpoint import (
     CheckpointMismatchError as CheckpointMismatchError,

@@ -67,9 +67,12 @@ class Partition:
 class TrainStep:
     """An optimiser step for stateless and stateful models alike, one or many per call.
 
-    Gradients come from `eqx.filter_value_and_grad` of the model's inexact arrays; the
-    compiled functions are cached on this object, so a second call with a train state and
-    batch of the same structure, shapes and dtypes does not recompile.
+    Gradients come from `eqx.filter_value_and_grad` of the model's inexact arrays. Each
+    kind of call compiles one `jax.jit` function over the train state's array leaves, its
+    static half (activation functions, sizes) closed over: what `eqx.filter_jit` does, but
+    partitioned once per structure, so that `fit`'s loop pays only `jax.jit`'s dispatch. The
+    functions are cached on this object: a second call with a train state and batch of the
+    same structure, shapes and dtypes does not recompile.
 
     !!! example
 
