@@ -119,8 +119,9 @@ def _sigint(workdir: str) -> None:
             log_every=SIGINT_LOG_EVERY,
             progress=False,
         )
-    except zt.TrainingInterrupted:
-        sys.exit(130)  # fit already printed how to resume
+    except zt.TrainingInterrupted as e:  # what a command-line entry does
+        print(e, file=sys.stderr)
+        sys.exit(130)
     print("FINISHED", flush=True)
 
 

@@ -54,7 +54,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint.
 
     A `KeyboardInterrupt`, so `except Exception` does not swallow it; command-line entries
-    catch it, print it and exit with status 130. **Attributes:** `step`, `checkpoint` (the
+    catch it, print it (the message says how to resume) and exit with status 130. **Attributes:** `step`, `checkpoint` (the
     saved path, or `None` without a `workdir`) and `message`.
     """
 
@@ -479,7 +479,6 @@ def _loop(
             )
         if bar is not None:
             bar.close()
-        print(message, file=sys.stderr, flush=True)
         raise TrainingInterrupted(message, step_number, path)
 
     try:
