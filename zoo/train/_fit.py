@@ -54,8 +54,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint.
 
     A `KeyboardInterrupt`, so `except Exception` does not swallow it; command-line entries
-    catch it, print it (the message says how to resume) and exit with status 130. **Attributes:** `step`, `checkpoint` (the
-    saved path, or `None` without a `workdir`) and `message`.
+    catch it, print it (the message says how to resume) and exit with status 130.
+
+    **Attributes:** `step`, `checkpoint` (the saved path, or `None` without a `workdir`) and
+    `message`.
     """
 
     def __init__(self, message: str, step: int, checkpoint: Path | None):
