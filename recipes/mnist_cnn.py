@@ -30,7 +30,7 @@ class Config:
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
-    steps_per_dispatch: int = 20
+    steps_per_dispatch: int = 1  # XLA:CPU runs convolutions ~9x slower inside a scan
     train_examples: int | None = None  # a subset, for quick trials
     test_examples: int | None = None
     resume: bool = False
