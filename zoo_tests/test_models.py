@@ -389,3 +389,39 @@ def test_summary_lists_every_parameter_with_totals(getkey):
     assert "State: " in text
     mlp_text = zoo.summary(zoo.MLP(key=getkey()))
     assert "Total: 669,706 parameters" in mlp_text  # 784*512+512 + 512*512+512 + 512*10+10
+
+
+def test_convnet_with_pooling_and_dropout_is_differentiable(getkey):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(4, 4),
+        kernel_sizes=3,
+        strides=1,
+        batch_norm=True,
+        pools=2,
+        hidden=(8,),
+        image_size=8,
+        dropout=0.5,
+        key=getkey(),
+    )
+    x = jr.normal(getkey(), (3, 1, 8, 8))
+    keys = jr.split(getkey(), 3)
+
+    def loss(m):
+        out, _ = jax.vmap(
+            lambda xi, ki: m(xi, state, key=ki),
+            axis_name="batch",
+            in_axes=(0, 0),
+            out_axes=(0, None),
+        )(x, keys)
+        return jnp.sum(out**2)
+
+    grads = eqx.filter_jit(eqx.filter_grad(loss))(model)
+    g = grads.convs[0].weight
+    assert g.shape == model.convs[0].weight.shape
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
+    # Max-pooling by hand: the pooled map of the first block, against NumPy.
+    inner = np.asarray(jax.nn.relu(model.convs[0](x[0])))
+    pooled = inner.reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
+    np.testing.assert_allclose(eqx.nn.MaxPool2d(2, stride=2)(jnp.asarray(inner)), pooled)

@@ -4,8 +4,6 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
-import jax.lax as lax
-import jax.numpy as jnp
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
@@ -171,10 +169,8 @@ class ConvNet(eqx.Module):
                 x, state = norm(x, state)
             x = act(x)
             if pool > 1:
-                window = (1, pool, pool)
-                x = lax.reduce_window(
-                    x, jnp.array(-jnp.inf, x.dtype), lax.max, window, window, "VALID"
-                )
+                # A pooling layer holds no arrays, so it is built here from the static size.
+                x = eqx.nn.MaxPool2d(pool, stride=pool)(x)
         x = x.reshape(-1)
         keys = (
             [None] * (len(self.hidden) + 1) if key is None else jr.split(key, len(self.hidden) + 1)
