@@ -1,7 +1,7 @@
 """The experiment's BatchNorm ConvNet on MNIST-format images (Fashion-MNIST by default).
 
     zoo train mnist_cnn                  # or: python -m recipes.mnist_cnn
-    zoo train mnist_cnn --preset strong --epochs 15 --lr-schedule cosine  # 2 conv blocks + pooling
+    zoo train mnist_cnn --preset strong --epochs 15  # two conv blocks with BatchNorm and pooling
 
 Adam 1e-3, batch 100, 10 epochs; BatchNorm statistics are carried through training in
 `eqx.nn.State` and evaluation runs in inference mode. Reaches RESULT_CNN.
@@ -26,7 +26,7 @@ class Config:
     bn_momentum: float = 0.99  # BatchNorm running statistics; lower it for very short runs
     normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
     learning_rate: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to 0 by the end
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
