@@ -95,7 +95,7 @@ def arrays_of(tree):
     ]
 
 
-SIGINT_EPOCHS, SIGINT_SPE, SIGINT_K, SIGINT_LOG_EVERY = 3, 9, 2, 4
+SIGINT_EPOCHS, SIGINT_SPE, SIGINT_K, SIGINT_LOG_EVERY = 3, 10, 3, 4
 
 
 def _sigint(workdir: str) -> None:
