@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +230,17 @@ def test_fit_argument_errors(tmp_path):
         )
     with pytest.raises(ValueError, match="make_batch"):
         zt.fit(train_state, step, None, steps_per_epoch=3, progress=False)
-    zt.fit(train_state, step, _batches(8), workdir=tmp_path, progress=False)
+    config = {"lr": 0.01, "resume": False}
+    zt.fit(train_state, step, _batches(8), workdir=tmp_path, config=config, progress=False)
     with pytest.raises(ValueError, match="resume=True"):
         zt.fit(train_state, step, _batches(8), workdir=tmp_path, progress=False)
+    # Resuming warns about a config that changes the run, not about run-control entries.
+    again: dict[str, Any] = dict(workdir=tmp_path, resume=True, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zt.fit(train_state, step, _batches(8), config={"lr": 0.01, "resume": True}, **again)
+    with pytest.warns(UserWarning, match=r"differs in \['lr'\]"):
+        zt.fit(train_state, step, _batches(8), config={"lr": 0.1, "resume": True}, **again)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path):

@@ -98,6 +98,19 @@ def _config_json(config: Any) -> Any:
     return json.loads(json.dumps(config, default=str))
 
 
+# Config entries that only steer the run (named like `fit`'s own arguments): they may
+# differ on resume without changing the result.
+_RUN_CONTROL = frozenset({"resume", "progress", "workdir", "keep", "log_every"})
+
+
+def _config_diff(saved: Any, now: Any) -> list[str]:
+    """The config keys that differ between a checkpoint and a resumed run."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return [] if saved == now else ["config"]
+    keys = (set(saved) | set(now)) - _RUN_CONTROL
+    return sorted(k for k in keys if saved.get(k) != now.get(k))
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -216,7 +229,8 @@ def fit(
       [`zoo.train.Evaluator`][].
     - `workdir`: the run folder; `None` writes nothing (and cannot resume).
     - `config`: the run's configuration (a dataclass or a JSON-serialisable mapping),
-      written to `config.json` and into each checkpoint.
+      written to `config.json` and into each checkpoint; resuming with a config that differs
+      (other than in `resume`, `progress`, `workdir`, `keep`, `log_every`) warns.
     - `resume`: continue from the latest checkpoint in `workdir`, restoring the data
       iterator's position; the result is bit-identical to an uninterrupted run on CPU.
       Without a checkpoint, the run starts from `train_state`.
@@ -286,14 +300,8 @@ def fit(
             train_state, header = restore_checkpoint(found, like=train_state)
             data_state = header["data_state"] or data_state
             keep_records_to = header["step"]
-            if header.get("config") != config_json:
-                saved = header.get("config") or {}
-                now = config_json or {}
-                diff = (
-                    sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-                    if isinstance(saved, dict) and isinstance(now, dict)
-                    else ["config"]
-                )
+            diff = _config_diff(header.get("config"), config_json)
+            if diff:
                 warnings.warn(
                     f"resuming {found} with a config that differs in {diff}; the result "
                     "will not match an uninterrupted run",
