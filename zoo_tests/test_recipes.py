@@ -20,7 +20,7 @@ def _records(workdir: Path, kind: str) -> list[dict]:
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     # Recipes enable JAX's persistent compilation cache; keep the tests' out of ~/.cache.
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path_factory.getbasetemp() / "zoo-cache"))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path_factory.getbasetemp() / "zoo-cache"))
 
 
 @needs_fashion
@@ -133,4 +133,4 @@ def test_help_lists_every_config_field(capsys):
     out = capsys.readouterr().out
     for field in ("--hidden-size", "--batch-size", "--learning-rate", "--batches", "--workdir"):
         assert field in out
-    assert os.environ.get("ZOO_CACHE")  # the fixture's, not the user's
+    assert os.environ.get("ZOO_HOME")  # the fixture's, not the user's

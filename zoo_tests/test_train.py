@@ -393,9 +393,12 @@ def test_compilation_cache(tmp_path):
 
 
 def test_zoo_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
     assert zt.zoo_cache_dir() == tmp_path
-    monkeypatch.delenv("ZOO_CACHE")
+    monkeypatch.delenv("ZOO_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert zt.zoo_cache_dir() == tmp_path / "xdg" / "zoo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert zt.zoo_cache_dir() == Path.home() / ".cache" / "zoo"
 
 

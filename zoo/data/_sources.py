@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import UInt8
 
+from .._paths import zoo_home
 from ._idx import CorruptDatasetError, read_idx
 
 
@@ -94,13 +95,13 @@ _CHUNK = 1 << 16
 def data_root() -> Path:
     """The folder that holds downloaded datasets, one subfolder per dataset.
 
-    **Returns:** `$ZOO_DATA` if set, else `$XDG_CACHE_HOME/zoo/datasets`, else
-    `~/.cache/zoo/datasets`. Read on every call, so it follows the environment.
+    **Returns:** `$ZOO_DATA` if set, else `datasets/` in zoo's folder (`$ZOO_HOME`, else
+    `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`). Read on every call, so it follows the
+    environment.
     """
     if root := os.environ.get("ZOO_DATA"):
         return Path(root).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "zoo" / "datasets"
+    return zoo_home() / "datasets"
 
 
 class _DownloadError(Exception):

@@ -1,8 +1,8 @@
 """Where pretrained weights live on disk, and how names find them."""
 
-import os
 from pathlib import Path
 
+from .. import _paths
 from ._errors import WeightsNotFoundError
 from ._registry import ModelSpec, check_tag, split_name
 
@@ -17,16 +17,11 @@ BUNDLED_DIR = Path(__file__).parent / "weights"
 
 
 def zoo_home() -> Path:
-    """The hub's folder: `$ZOO_HOME`, else `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`.
-
-    It holds `weights/` (weights published by your own runs) and `downloads/` (weights
-    fetched from URLs, one folder per SHA-256). Read on every call, so it follows the
-    environment.
+    """The hub's folder (`zoo._paths.zoo_home`): `$ZOO_HOME`, else `$XDG_CACHE_HOME/zoo`, else
+    `~/.cache/zoo`. It holds `weights/` (weights published by your own runs) and
+    `downloads/` (weights fetched from URLs, one folder per SHA-256).
     """
-    if home := os.environ.get("ZOO_HOME"):
-        return Path(home).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "zoo"
+    return _paths.zoo_home()
 
 
 def user_weights_dir() -> Path:

@@ -1,16 +1,16 @@
 """JAX's persistent compilation cache, in a folder under the zoo cache."""
 
-import os
 from pathlib import Path
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from .._paths import zoo_home
+
 
 def zoo_cache_dir() -> Path:
-    """The zoo cache folder: `$ZOO_CACHE`, or `~/.cache/zoo` when it is unset."""
-    root = os.environ.get("ZOO_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "zoo"
+    """zoo's folder: `$ZOO_HOME`, else `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`."""
+    return zoo_home()
 
 
 def enable_compilation_cache(directory: str | Path | None = None) -> Path:
@@ -25,7 +25,7 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path:
     **Arguments:**
 
     - `directory`: the cache folder; default `<zoo cache>/jax`, where the zoo cache is
-      `$ZOO_CACHE` or `~/.cache/zoo`.
+      `$ZOO_HOME`, `$XDG_CACHE_HOME/zoo` or `~/.cache/zoo`.
 
     **Returns:** the cache folder.
 
