@@ -36,14 +36,15 @@ def cnn_mnist(
     return eqx.nn.make_with_state(ConvNet)(**kwargs, key=key)
 
 
-# A stronger network for Fashion-MNIST: two blocks of two 3x3 convs with BatchNorm, each block
-# closed by 2x2 max-pooling, then a 256-unit dense layer with dropout.
+# A stronger network for Fashion-MNIST, the "2 conv + pooling + BN" row of the dataset's
+# published benchmark table: two blocks of conv3-BN-ReLU-maxpool2, then a 256-unit dense
+# layer with dropout. Two convs per block would be stronger still, but cost 4x the compute.
 STRONG_CNN: dict[str, Any] = {
-    "channels": (32, 32, 64, 64),
+    "channels": (32, 64),
     "kernel_sizes": 3,
     "strides": 1,
     "batch_norm": True,
-    "pools": (1, 2, 1, 2),
+    "pools": 2,
     "hidden": (256,),
     "dropout": 0.3,
 }
@@ -53,8 +54,8 @@ STRONG_CNN: dict[str, Any] = {
 def cnn_mnist_strong(
     *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
 ) -> tuple[ConvNet, eqx.nn.State]:
-    """A stronger `zoo.ConvNet` for Fashion-MNIST: 2 x (conv3-BN-ReLU, conv3-BN-ReLU,
-    maxpool2), dense 256 with dropout 0.3."""
+    """A stronger `zoo.ConvNet` for Fashion-MNIST: 2 x (conv3-BN-ReLU-maxpool2), dense 256
+    with dropout 0.3."""
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     return eqx.nn.make_with_state(ConvNet)(**{**STRONG_CNN, **kwargs}, key=key)
