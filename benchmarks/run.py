@@ -1,0 +1,570 @@
+"""zoo against its peers and the hardware limit, measured side by side in one run.
+
+    python -m benchmarks.run            # the full run (about 10 minutes on 2 cores)
+    python -m benchmarks.run --quick    # a smoke run, under 2 minutes
+    nox -s bench                        # the full run in a fresh `bench` environment
+
+Writes `results.md` (the tables) and `results.json` (every number) into `--out` (default
+`benchmarks/results/`). Workloads: the 784-512-512-10 MLP and the BatchNorm ConvNet on
+Fashion-MNIST (Adam 1e-3, batch 100), the GRU on the OU task (batch 64, 10 time steps, Adam
+1e-4) and the data pipeline alone. Contenders (`benchmarks/contenders/`): zoo's default
+path and its plain `filter_jit` loop, raw JAX, Flax NNX three ways, PyTorch eager, and the
+roofline. All start from zoo's initial weights and see the same batches in the same order;
+the run checks that their step-0 losses agree.
+
+For each workload, after a warm-up, every contender trains on the same in-memory batches
+in timed blocks (blocking once at the end of a block), the contenders interleaved and their
+order rotated each repeat; steps/s is the median over the repeats. Then each trains one
+epoch from the input pipeline (data included). Import times and the time to the first step
+with a cold and a warm compilation cache are measured in fresh processes. `--quick` uses
+fewer repeats and a part of each epoch (the epoch time is scaled up and marked so).
+"""
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks import contenders, engine, pipeline
+from benchmarks.contenders import _workloads as W, roofline
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-4  # relative difference of step-0 losses above which the run is flagged
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How long to measure: timed blocks per contender (`repeats`), steps per block, and
+    batches per epoch measurement (all multiples of zoo's K), per workload."""
+
+    repeats: int
+    block: dict[str, int]
+    epoch: dict[str, int]
+    epoch_repeats: int
+    import_repeats: int
+    first_step: tuple[tuple[str, str], ...]  # (workload, contender) timed in fresh processes
+
+
+# Quick: one dispatch of zoo's K per block and per epoch, zoo alone in fresh processes.
+QUICK = Plan(
+    repeats=5,
+    block={"mlp": 50, "cnn": 20, "gru": 100},
+    epoch={"mlp": 50, "cnn": 20, "gru": 100},
+    epoch_repeats=1,
+    import_repeats=1,
+    first_step=(("mlp", "zoo"),),
+)
+FULL = Plan(
+    repeats=7,
+    block={"mlp": 200, "cnn": 60, "gru": 1000},
+    epoch={"mlp": 600, "cnn": 600, "gru": 1000},
+    epoch_repeats=2,
+    import_repeats=3,
+    first_step=tuple(("mlp", k) for k in contenders.KEYS) + (("cnn", "zoo"), ("gru", "zoo")),
+)
+
+
+# --- one workload, every contender -----------------------------------------------------------
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _rotated(items: list, r: int) -> list:
+    r %= len(items)
+    return items[r:] + items[:r]
+
+
+def bench_workload(name: str, plan: Plan) -> dict:
+    """Train workload `name` with every available contender; returns their numbers."""
+    t0 = time.perf_counter()
+    s = contenders.setup(name)
+    wl = s.workload
+    k, block, epoch_n = wl.steps_per_dispatch, plan.block[name], plan.epoch[name]
+    for n in (block, epoch_n):
+        if n % k:
+            raise ValueError(f"{name}: {n} steps is not a multiple of zoo's K={k}")
+    skipped = {key: why for key in contenders.KEYS if (why := contenders.available(key))}
+    runners = {key: contenders.make(key, s) for key in contenders.KEYS if key not in skipped}
+    print(f"\n== {wl.title}: batch {wl.batch_size}, Adam {wl.learning_rate:g}, zoo K={k}")
+    for key, why in skipped.items():
+        print(f"  skipped {key}: {why}")
+
+    # The first batches of the epoch, in the pipeline's order (OU: zoo's own key chain).
+    need = max(k, block, epoch_n if name == "gru" else 0)
+    if name == "gru":
+        host = W.ou_batches(s.train_key, need)
+    else:
+        host = W.take(W.mnist_batches(wl.batch_size), need)
+
+    # Same weights and data, so the same losses: the first K steps also compile every step.
+    losses, first_call = {}, {}
+    for key, c in runners.items():
+        t = time.perf_counter()
+        losses[key] = c.losses(host[:k])
+        first_call[key] = time.perf_counter() - t
+    ref = losses.get("zoo", next(iter(losses.values())))
+    deviation = {key: float(abs(v[0] - ref[0]) / abs(ref[0])) for key, v in losses.items()}
+    bad = {key: d for key, d in deviation.items() if d > TOLERANCE}
+    if bad:
+        print(f"  WARNING: step-0 losses differ from zoo's by more than {TOLERANCE}: {bad}")
+
+    phases = {"check_s": time.perf_counter() - t0}
+    for c in runners.values():
+        c.load(host[:block])
+        c.run()  # warm-up: caches, allocator, threads
+    times: dict[str, list[float]] = {key: [] for key in runners}
+    for r in range(plan.repeats):
+        for key in _rotated(list(runners), r):
+            times[key].append(_timed(runners[key].run))
+
+    phases["steady_s"] = time.perf_counter() - t0 - phases["check_s"]
+    epoch_times: dict[str, list[float]] = {key: [] for key in runners}
+    for r in range(plan.epoch_repeats):
+        for key in _rotated(list(runners), r):
+            if name == "gru":
+                data = iter(host[:epoch_n])
+            else:
+                data = W.mnist_batches(wl.batch_size)
+            epoch_times[key].append(_timed(lambda: runners[key].epoch(data, epoch_n)))
+
+    phases["epoch_s"] = time.perf_counter() - t0 - phases["check_s"] - phases["steady_s"]
+    scale = wl.epoch_steps / epoch_n
+    out = {}
+    for key, c in runners.items():
+        sps = block / float(np.median(times[key]))
+        epoch_s = float(np.median(epoch_times[key])) * scale
+        out[key] = {
+            "label": c.label,
+            "steps_per_s": sps,
+            "samples_per_s": sps * wl.batch_size,
+            "block_s": times[key],
+            "spread": max(times[key]) / min(times[key]),
+            "epoch_s": epoch_s,
+            "epoch_samples_per_s": wl.epoch_steps * wl.batch_size / epoch_s,
+            "first_call_s": first_call[key],
+            "loss_step0": float(losses[key][0]),
+            "loss_step_k": float(losses[key][-1]),
+            "step0_deviation": deviation[key],
+        }
+        print(
+            f"  {c.label:40s} {sps:9.1f} steps/s  epoch {epoch_s:7.2f} s  "
+            f"(spread {out[key]['spread']:.2f}, step-0 loss {losses[key][0]:.6f})"
+        )
+    result = {
+        "title": wl.title,
+        "settings": dataclasses.asdict(wl),
+        "block_steps": block,
+        "repeats": plan.repeats,
+        "epoch_batches_run": epoch_n,
+        "epoch_scaled": epoch_n != wl.epoch_steps,
+        "flops_per_step": roofline.train_flops(s.weights, wl.batch_size),
+        "contenders": out,
+        "skipped": skipped,
+        "step0_ok": not bad,
+    }
+    if name == "cnn":
+        result["conv_diagnostic"] = roofline.conv_diagnostic(s.weights, wl.batch_size, 5)
+    result["wall_s"] = time.perf_counter() - t0
+    result["phases_s"] = phases
+    print(
+        f"  ({result['wall_s']:.0f} s: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in phases.items())
+        + ")"
+    )
+    return result
+
+
+def add_roofline(result: dict, gflops: float) -> None:
+    """The roofline row of a workload and every contender's fraction of it."""
+    steps = gflops * 1e9 / result["flops_per_step"]
+    result["roofline"] = {
+        "gflops": gflops,
+        "steps_per_s": steps,
+        "samples_per_s": steps * result["settings"]["batch_size"],
+    }
+    for c in result["contenders"].values():
+        c["vs_roofline"] = c["steps_per_s"] / steps
+    rates = {k: c["steps_per_s"] for k, c in result["contenders"].items()}
+    result["ratios"] = {a: {b: ra / rb for b, rb in rates.items()} for a, ra in rates.items()}
+
+
+# --- fresh processes: import time, time to the first step --------------------------------------
+
+
+def import_times(repeats: int) -> dict:
+    """Seconds to import each framework in a fresh interpreter (best of `repeats`)."""
+    out = {}
+    for module in ("jax", "zoo", "flax.nnx", "torch"):
+        code = (
+            f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        )
+        best = None
+        for _ in range(repeats):
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if p.returncode:
+                best = None
+                break
+            t = float(p.stdout.strip().splitlines()[-1])
+            best = t if best is None else min(best, t)
+        out[module] = best
+    print("import: " + ", ".join(f"{m} {t:.2f} s" for m, t in out.items() if t is not None))
+    return out
+
+
+def first_step(workload: str, key: str, cache: str | None) -> dict:
+    """In this (fresh) process: import, build and train until the first result is ready."""
+    t0 = time.perf_counter()
+    why = contenders.available(key)  # imports the contender's framework
+    if why:
+        return {"error": why}
+    import_s = time.perf_counter() - t0
+    if cache is not None:
+        import zoo.train
+
+        zoo.train.enable_compilation_cache(cache)  # what the recipes do; plain JAX config
+    s = contenders.setup(workload)
+    n = s.workload.steps_per_dispatch if key == "zoo" else 1
+    batches = W.synthetic(workload, s.workload.batch_size, n)
+    t1 = time.perf_counter()
+    c = contenders.make(key, s)
+    c.losses(batches)
+    return {"import_s": import_s, "first_step_s": time.perf_counter() - t1, "steps": n}
+
+
+def first_step_times(pairs) -> dict:
+    """Time to the first step in fresh processes, with a cold and then a warm JAX cache."""
+    out: dict[str, dict] = {}
+    for workload, key in pairs:
+        if contenders.available(key):
+            continue
+        runs = {}
+        with tempfile.TemporaryDirectory() as cache:
+            for which in ("cold", "warm") if key != "torch" else ("eager",):
+                args = [sys.executable, "-m", "benchmarks.run", "--first-step", workload, key]
+                args.append(cache if key != "torch" else "none")
+                t = time.perf_counter()
+                p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+                wall = time.perf_counter() - t
+                if p.returncode:
+                    runs[which] = {"error": p.stderr.strip().splitlines()[-1:]}
+                    continue
+                runs[which] = {**json.loads(p.stdout.strip().splitlines()[-1]), "process_s": wall}
+        out[f"{workload}/{key}"] = runs
+        print(
+            f"first step {workload}/{key}: "
+            + ", ".join(
+                f"{w} {r['first_step_s']:.2f} s (process {r['process_s']:.2f} s)"
+                for w, r in runs.items()
+                if "first_step_s" in r
+            )
+        )
+    return out
+
+
+def engine_extras(quick: bool) -> dict:
+    """Numbers only `benchmarks/engine.py` measures (full run only): the per-step dispatch
+    cost, and its time to the first step with no cache, a cold and a warm one."""
+    out: dict = {}
+    if quick:  # too slow for the quick run's two minutes
+        return {}
+    parts = {"dispatch": lambda: engine.dispatch_cost(False), "first_step": engine.first_step_times}
+    for name, fn in parts.items():
+        # engine.py is another module's: a change there should cost this section, not the run.
+        try:
+            out[name] = fn()
+        except Exception as e:  # noqa: BLE001
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"engine.{name} failed: {out[name]['error']}")
+    return out
+
+
+# --- targets and reports ---------------------------------------------------------------------
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets, each with its measured ratio and whether it is met."""
+    wl = results["workloads"]
+    rows = []
+
+    def add(text, value, goal, note=""):
+        met = None if value is None else bool(value >= goal)
+        rows.append({"target": text, "value": value, "goal": goal, "met": met, "note": note})
+
+    def rate(name, key):
+        c = wl.get(name, {}).get("contenders", {}).get(key)
+        return None if c is None else c["steps_per_s"]
+
+    def ratio(name, key):
+        zoo, other = rate(name, "zoo"), rate(name, key)
+        return None if zoo is None or other is None else zoo / other
+
+    def ahead(name):
+        others = {k: c["steps_per_s"] for k, c in wl[name]["contenders"].items() if k != "zoo"}
+        best = max(others, key=lambda k: others[k])
+        return rate(name, "zoo") / others[best], f"closest: {best}"
+
+    if "mlp" in wl:
+        add("MLP: zoo >= 0.85x roofline", wl["mlp"]["contenders"]["zoo"]["vs_roofline"], 0.85)
+        add("MLP: zoo >= 1.5x Flax NNX nnx.jit", ratio("mlp", "flax_jit"), 1.5)
+        add("MLP: zoo >= 2x PyTorch eager", ratio("mlp", "torch"), 2.0)
+    if "gru" in wl:
+        add("GRU-OU: zoo >= 5x its filter_jit loop", ratio("gru", "zoo_jit"), 5.0)
+        value, note = ahead("gru")
+        add("GRU-OU: zoo ahead of every contender", value, 1.0, note)
+    if "cnn" in wl:
+        value, note = ahead("cnn")
+        add("ConvNet: zoo ahead of every contender", value, 1.0, note)
+    if "mlp" in wl:
+        consume = wl["mlp"]["contenders"]["zoo"]["samples_per_s"]
+        add(
+            "Pipeline >= 10x the MLP step's images/s",
+            results["pipeline"]["images_per_s"] / consume,
+            10.0,
+            f"MLP consumes {consume:,.0f} images/s",
+        )
+    return rows
+
+
+def machine() -> dict:
+    """The machine and software this run measured."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("eqx-zoo", "jax", "jaxlib", "equinox", "optax", "grain", "flax", "torch", "numpy"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax_device": str(jax.devices()[0].device_kind),
+        "versions": versions,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def _f(x, digits=0, suffix="") -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}{suffix}"
+
+
+SHORT = {
+    "zoo": "zoo",
+    "zoo_jit": "zoo jit",
+    "raw_jax": "raw",
+    "flax_jit": "nnx.jit",
+    "flax_cached": "cached",
+    "flax_split": "split",
+    "torch": "torch",
+}
+
+
+def markdown(results: dict) -> str:
+    """The tables of `results.md`."""
+    m = results["machine"]
+    v = m["versions"]
+    lines = [
+        "# zoo benchmarks",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, "
+        f"jax {v['jax']} ({m['jax_device']}), equinox {v['equinox']}, optax {v['optax']}, "
+        f"grain {v['grain']}, flax {v['flax']}, torch {v['torch']}; {m['date']}. "
+        f"Load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}"
+        + (" (**quick run**: few repeats, partial epochs scaled up)." if results["quick"] else "."),
+        "",
+    ]
+    for name, r in results["workloads"].items():
+        s = r["settings"]
+        roof = r["roofline"]
+        lines += [
+            f"## {r['title']}",
+            "",
+            f"Adam {s['learning_rate']:g}, batch {s['batch_size']}, float32; epoch = "
+            f"{s['epoch_steps']} batches"
+            + (f" (timed on {r['epoch_batches_run']}, scaled)" if r["epoch_scaled"] else "")
+            + f". Steady state: median of {r['repeats']} blocks of {r['block_steps']} steps. "
+            f"Roofline: {r['flops_per_step'] / 1e9:.3g} GFLOP/step at {roof['gflops']:.0f} "
+            "GFLOP/s."
+            + ("" if r["step0_ok"] else " **Step-0 losses disagree: see results.json.**"),
+            "",
+            "| contender | steps/s | samples/s | spread | epoch s (with data) | first call s "
+            "| step-0 loss | zoo ÷ this | this ÷ roofline |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        zoo = r["contenders"].get("zoo", {}).get("steps_per_s")
+        for c in r["contenders"].values():
+            lines.append(
+                f"| {c['label']} | {_f(c['steps_per_s'], 1)} | {_f(c['samples_per_s'])} "
+                f"| {c['spread']:.2f} | {_f(c['epoch_s'], 2)} | {_f(c['first_call_s'], 2)} "
+                f"| {c['loss_step0']:.6f} | {_f(zoo and zoo / c['steps_per_s'], 2)} "
+                f"| {c['vs_roofline']:.3f} |"
+            )
+        lines.append(
+            f"| roofline | {_f(roof['steps_per_s'], 1)} | {_f(roof['samples_per_s'])} | | | | "
+            f"| {_f(zoo and zoo / roof['steps_per_s'], 2)} | 1.000 |"
+        )
+        for key, why in r["skipped"].items():
+            lines.append(f"| {key} (skipped: {why}) | | | | | | | | |")
+        keys = list(r["ratios"])
+        lines += [
+            "",
+            "Ratios of steady-state steps/s, row ÷ column:",
+            "",
+            "| | " + " | ".join(SHORT.get(k, k) for k in keys) + " |",
+            "| --- |" + " ---: |" * len(keys),
+        ]
+        for a in keys:
+            cells = " | ".join(f"{r['ratios'][a][b]:.2f}" for b in keys)
+            lines.append(f"| {SHORT.get(a, a)} | {cells} |")
+        if "conv_diagnostic" in r and zoo:
+            d = r["conv_diagnostic"]
+            torch_part = (
+                f", torch {d['torch_ms']:.2f} ms ({d['torch_gflops']:.1f} GFLOP/s)"
+                if "torch_ms" in d
+                else ""
+            )
+            lines += [
+                "",
+                f"Convolutions alone (forward and weight gradients of the conv layers, batch "
+                f"{s['batch_size']}, {d['gflop']:.3g} GFLOP): XLA {d['xla_ms']:.2f} ms "
+                f"({d['xla_gflops']:.1f} GFLOP/s), the same inside a one-step `lax.scan` "
+                f"{d['xla_scan_ms']:.2f} ms (jax-ml/jax#12868){torch_part}; zoo's whole step "
+                f"(K={s['steps_per_dispatch']}) takes {1e3 / zoo:.2f} ms.",
+            ]
+        lines.append("")
+
+    p = results["pipeline"]
+    lines += [
+        "## Data pipeline (Fashion-MNIST, batch 100, shuffled, /255)",
+        "",
+        "| loop | images/s |",
+        "| --- | ---: |",
+        f"| zoo.data.batches (Grain) | {_f(p['images_per_s'])} |",
+        f"| NumPy permutation-and-gather loop | {_f(p['numpy_images_per_s'])} |",
+        "",
+        f"zoo.data.batches ÷ NumPy loop: {p['ratio']:.2f}.",
+        "",
+        "## Start-up (fresh processes)",
+        "",
+        "| import | seconds |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| `import {mod}` | {_f(t, 2)} |" for mod, t in results["imports"].items()]
+    lines += [
+        "",
+        "Time to the first step, after imports (model built, step compiled and run once; zoo's "
+        "first dispatch runs K steps), with an empty and then a warm persistent compilation "
+        "cache:",
+        "",
+        "| workload/contender | cold s | warm s | process s (cold / warm) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for pair, runs in results["first_step"].items():
+        cold = runs.get("cold") or runs.get("eager") or {}
+        warm = runs.get("warm", {})
+        lines.append(
+            f"| {pair} | {_f(cold.get('first_step_s'), 2)} | {_f(warm.get('first_step_s'), 2)} "
+            f"| {_f(cold.get('process_s'), 2)} / {_f(warm.get('process_s'), 2)} |"
+        )
+    if results.get("engine", {}).get("dispatch", {}).get("scan_us") is not None:
+        e = results["engine"]
+        d = e.get("dispatch", {})
+        lines += [
+            "",
+            "From `benchmarks/engine.py`: per-step dispatch cost of a tiny MLP: "
+            f"eqx.filter_jit {_f(d.get('filter_jit_us'))} us, TrainStep() "
+            f"{_f(d.get('trainstep_call_us'))} us, fit loop {_f(d.get('fit_loop_us'))} us, "
+            f"inside one scan {_f(d.get('scan_us'), 1)} us.",
+        ]
+    lines += ["", "## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]
+    for t in results["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        note = f" ({t['note']})" if t["note"] else ""
+        lines.append(f"| {t['target']} | {_f(t['value'], 2, 'x')}{note} | {met} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run, under 2 minutes")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder")
+    parser.add_argument(
+        "--workloads", default="mlp,cnn,gru", help="comma-separated subset of mlp,cnn,gru"
+    )
+    parser.add_argument("--first-step", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.first_step:
+        workload, key, cache = args.first_step
+        print(json.dumps(first_step(workload, key, None if cache == "none" else cache)))
+        return None
+
+    plan = QUICK if args.quick else FULL
+    t0 = time.perf_counter()
+    results: dict = {"quick": args.quick, "machine": machine(), "plan": dataclasses.asdict(plan)}
+    print(f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
+    rates = [roofline.matmul_rates(args.quick)]
+    results["pipeline"] = pipeline.run(args.quick)
+    results["workloads"] = {
+        name: bench_workload(name, plan) for name in args.workloads.split(",") if name
+    }
+    rates.append(roofline.matmul_rates(args.quick))  # before and after: the machine is shared
+    results["matmul"] = rates
+    for r in results["workloads"].values():
+        add_roofline(r, roofline.best_rate(*rates))
+    results["imports"] = import_times(plan.import_repeats)
+    results["first_step"] = first_step_times(plan.first_step)
+    results["engine"] = engine_extras(args.quick)
+    results["targets"] = targets(results)
+    results["machine"]["loadavg_end"] = _loadavg()
+    results["wall_s"] = time.perf_counter() - t0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (out / "results.md").write_text(text)
+    print("\n" + text)
+    print(f"wrote {out / 'results.md'} and {out / 'results.json'} in {results['wall_s']:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
