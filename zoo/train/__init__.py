@@ -19,6 +19,11 @@ train_state, history = zoo.train.fit(
 
 A stateful model (BatchNorm) differs only in building it with `eqx.nn.make_with_state` and
 passing `model_state=` to `init_train_state`; the same losses batch it over `axis_name="batch"`.
+
+`fit` trains data parallel over every visible device (a `"data"` mesh from `data_mesh`; pass
+`mesh=zoo.train.data_mesh(n)` for fewer). For several processes, call
+`zoo.train.initialize_distributed()` first, then build the data and call `fit` as above on
+every process.
 """
 
 from ._checkpoint import (
@@ -51,5 +56,13 @@ from ._loss import (
     stateless as stateless,
 )
 from ._metrics import read_metrics as read_metrics
+from ._parallel import (
+    batch_sharding as batch_sharding,
+    data_mesh as data_mesh,
+    global_batch as global_batch,
+    initialize_distributed as initialize_distributed,
+    replicate as replicate,
+    replicated_sharding as replicated_sharding,
+)
 from ._state import TrainState as TrainState, init_train_state as init_train_state
 from ._step import TrainStep as TrainStep

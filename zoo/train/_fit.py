@@ -17,11 +17,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from jaxtyping import PyTree
 
-from ._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from ._checkpoint import checkpoint_path, latest_checkpoint, restore_checkpoint, save_checkpoint
 from ._loss import Batch, Metrics
-from ._metrics import MetricsLog
+from ._metrics import MetricsLog, read_metrics
+from ._parallel import allgather_json, data_mesh, global_batch, replicate
 from ._state import TrainState
 from ._step import Partition, TrainStep
 
@@ -70,12 +73,21 @@ class TrainingInterrupted(KeyboardInterrupt):
         return self.message
 
 
-def to_device(batch: Batch) -> Batch:
-    """Put a host batch (NumPy arrays) on the device: the one place data enters the device.
+def to_device(batch: Batch, mesh: Mesh | None = None, *, stacked: bool = False) -> Batch:
+    """Put a host batch (NumPy arrays) on the devices: the one place data enters them.
 
-    Data parallelism replaces this with a sharded placement along the batch axis.
+    **Arguments:**
+
+    - `batch`: this process's part of the batch, a dict of host arrays.
+    - `mesh`: `None` for the default device; a mesh from [`zoo.train.data_mesh`][] to split
+      the global batch along its `"data"` axis ([`zoo.train.global_batch`][]).
+    - `stacked`: the arrays hold K stacked batches `(K, batch, ...)`.
+
+    **Returns:** a dict of `jax.Array`s.
     """
-    return jax.device_put(dict(batch))
+    if mesh is None:
+        return jax.device_put(dict(batch))
+    return global_batch(batch, mesh, stacked=stacked)
 
 
 def _stack(batches: list[Batch]) -> Batch | None:
@@ -100,7 +112,8 @@ def _config_json(config: Any) -> Any:
 
 # Config entries that only steer the run (named like `fit`'s own arguments): they may
 # differ on resume without changing the result.
-_RUN_CONTROL = frozenset({"resume", "progress", "workdir", "keep", "log_every"})
+# `devices` too: the result is the same to float tolerance on any number of devices.
+_RUN_CONTROL = frozenset({"resume", "progress", "workdir", "keep", "log_every", "devices"})
 
 
 def _config_diff(saved: Any, now: Any) -> list[str]:
@@ -109,6 +122,25 @@ def _config_diff(saved: Any, now: Any) -> list[str]:
         return [] if saved == now else ["config"]
     keys = (set(saved) | set(now)) - _RUN_CONTROL
     return sorted(k for k in keys if saved.get(k) != now.get(k))
+
+
+def _own_data_state(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    """This process's part of a checkpoint's data state: its own iterator state."""
+    states = saved.get("iterators")
+    count, index = jax.process_count(), jax.process_index()
+    if states is None and count == 1:
+        return saved
+    if states is not None and len(states) == count:
+        return {**saved, "iterator": states[index]}
+    saved_count = 1 if states is None else len(states)
+    warnings.warn(
+        f"{path} was saved by {saved_count} process(es), resumed by {count}: every process "
+        "starts from process 0's data-iterator state (exact for zoo.data.batches, whose "
+        "state is the global batch index; other pipelines may repeat or skip data)",
+        stacklevel=3,
+    )
+    own = saved["iterator"] if states is None else states[0]
+    return {**saved, "iterator": own}
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -126,28 +158,34 @@ class _Runner:
     the buffers, so steps neither re-partition the model nor keep two copies of it.
     """
 
-    def __init__(self, step: TrainStep, train_state: TrainState):
+    def __init__(self, step: TrainStep, train_state: TrainState, mesh: Mesh):
         self.step = step
+        self.mesh = mesh
         self.partition, leaves = Partition.split(train_state)
-        # Copies, because the first dispatch donates these buffers and the caller may still
-        # hold `train_state`. (`device_put` copies without compiling, unlike `x.copy()`.)
-        self.leaves = jax.device_put(leaves, may_alias=False)
+        # Replicated copies, because the first dispatch donates these buffers and the caller
+        # may still hold `train_state`. (`device_put` copies without compiling.)
+        self.leaves = replicate(leaves, mesh)
 
     def state(self) -> TrainState:
         return self.partition.merge(self.leaves)
 
-    def single(self, batch: Batch) -> Metrics:
-        fn = self.step.compiled("single", self.partition, donate=True)
-        self.leaves, metrics = fn(self.leaves, to_device(batch))
-        return metrics
+    def single(self, batch: Batch) -> tuple[Metrics, int]:
+        """One step; returns its metrics and the global batch size."""
+        fn = self.step.compiled("single", self.partition, donate=True, mesh=self.mesh)
+        device_batch = to_device(batch, self.mesh)
+        self.leaves, metrics = fn(self.leaves, device_batch)
+        return metrics, jax.tree.leaves(device_batch)[0].shape[0]
 
-    def scan(self, batches: Batch) -> Metrics:
-        fn = self.step.compiled("scan", self.partition, donate=True)
-        self.leaves, metrics = fn(self.leaves, to_device(batches))
-        return metrics
+    def scan(self, batches: Batch) -> tuple[Metrics, int]:
+        fn = self.step.compiled("scan", self.partition, donate=True, mesh=self.mesh)
+        device_batches = to_device(batches, self.mesh, stacked=True)
+        self.leaves, metrics = fn(self.leaves, device_batches)
+        return metrics, jax.tree.leaves(device_batches)[0].shape[1]
 
     def generated(self, num_steps: int) -> Metrics:
-        fn = self.step.compiled("generated", self.partition, num_steps=num_steps, donate=True)
+        fn = self.step.compiled(
+            "generated", self.partition, num_steps=num_steps, donate=True, mesh=self.mesh
+        )
         self.leaves, metrics = fn(self.leaves)
         return metrics
 
@@ -194,6 +232,7 @@ def fit(
     keep: int | None = 3,
     log_every: int | None = 100,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Train for `num_epochs` epochs of `steps_per_epoch` steps, evaluating and saving after
     each epoch.
@@ -211,6 +250,17 @@ def fit(
     With a `workdir`, the run writes `config.json`, appends one JSON object per line to
     `metrics.jsonl` (`"kind": "step"` every `log_every` steps, `"kind": "epoch"` after each
     epoch), and keeps the last `keep` checkpoints in `checkpoints/`.
+
+    Training is data parallel over `mesh` (every device by default, one the same way): each
+    batch is split along the mesh's `"data"` axis, the train state is replicated, and the
+    compiler all-reduces the gradients, so losses match one device to float tolerance.
+    With several processes (see [`zoo.train.initialize_distributed`][]), every process calls
+    `fit` with its own shard of each global batch (`zoo.data.batches` reads it) and the same
+    arguments otherwise; `workdir` must be one shared folder. Only process 0 writes
+    `config.json`, `metrics.jsonl`, checkpoints and the progress bar; every process's
+    data-iterator state is gathered into each checkpoint's header (`data_state["iterators"]`,
+    in process order), and on resume each process restores its own. A signal then stops the
+    run at the end of the current epoch, where the processes agree to stop.
 
     **Arguments:**
 
@@ -237,7 +287,8 @@ def fit(
     - `keep`: checkpoints to keep (`None`: all).
     - `log_every`: steps between `"kind": "step"` records (mean loss and metrics since the
       last one); `None` for epoch records only.
-    - `progress`: show a tqdm progress bar with the loss and samples/s.
+    - `progress`: show a tqdm progress bar with the loss and samples/s (of the global batch).
+    - `mesh`: the devices to train on, a mesh from [`zoo.train.data_mesh`][]; default all.
 
     **Returns:** `(train_state, history)`: the final train state and every record of
     `metrics.jsonl` (including those of earlier runs being resumed).
@@ -249,7 +300,8 @@ def fit(
     - `TrainingInterrupted`: on SIGINT (Ctrl-C) or SIGTERM, after saving a checkpoint of the
       last completed step; the message says how to resume.
     - `ValueError`: for inconsistent arguments (the message names them), data that runs out
-      before the last epoch, or a `workdir` that already holds checkpoints without `resume`.
+      before the last epoch, a `workdir` that already holds checkpoints without `resume`, or
+      a batch that does not split evenly over the mesh's devices.
     """
     if steps_per_dispatch < 1:
         raise ValueError(f"steps_per_dispatch must be at least 1, got {steps_per_dispatch}")
@@ -283,10 +335,13 @@ def fit(
         raise ValueError("resume=True needs the `workdir` to resume from")
 
     config_json = _config_json(config)
+    mesh = data_mesh() if mesh is None else mesh
+    main = jax.process_index() == 0
     workdir = None if workdir is None else Path(workdir)
     ckpt_dir = None if workdir is None else workdir / "checkpoints"
     data_state: dict[str, Any] = {"batches": 0, "iterator": None}
     keep_records_to: int | None = None
+    history: list[dict[str, Any]] = []  # earlier records, for processes other than 0
     if ckpt_dir is not None:
         assert workdir is not None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +353,7 @@ def fit(
             )
         if found is not None:
             train_state, header = restore_checkpoint(found, like=train_state)
-            data_state = header["data_state"] or data_state
+            data_state = _own_data_state(header["data_state"] or data_state, found)
             keep_records_to = header["step"]
             diff = _config_diff(header.get("config"), config_json)
             if diff:
@@ -307,9 +362,15 @@ def fit(
                     "will not match an uninterrupted run",
                     stacklevel=2,
                 )
-        if config_json is not None:
+        if config_json is not None and main:
             _write_json(workdir / "config.json", config_json)
-        log = MetricsLog(workdir / "metrics.jsonl", keep_up_to_step=keep_records_to)
+        if main:
+            log = MetricsLog(workdir / "metrics.jsonl", keep_up_to_step=keep_records_to)
+        else:
+            log = None
+            if keep_records_to is not None and (workdir / "metrics.jsonl").exists():
+                records = read_metrics(workdir / "metrics.jsonl")
+                history = [r for r in records if r.get("step", 0) <= keep_records_to]
     else:
         log = None
 
@@ -329,8 +390,10 @@ def fit(
                 keep=keep,
                 log=log,
                 log_every=log_every,
-                progress=progress,
+                progress=progress and main,
                 signals=signals,
+                mesh=mesh,
+                history=history,
             )
     finally:
         if log is not None:
@@ -354,12 +417,15 @@ def _loop(
     log_every: int | None,
     progress: bool,
     signals: _Signals,
+    mesh: Mesh,
+    history: list[dict[str, Any]],
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     K = steps_per_dispatch
     total = num_epochs * steps_per_epoch
     consumed = int(data_state["batches"])  # batches (or generated steps) done so far
-    history: list[dict[str, Any]] = [] if log is None else log.records
-    runner = _Runner(step, train_state)
+    history = list(history) if log is None else log.records
+    runner = _Runner(step, train_state, mesh)
+    multiprocess = jax.process_count() > 1
     step_number = int(train_state.step)  # host mirror of train_state.step; no syncs
     last_ckpt = None if ckpt_dir is None else latest_checkpoint(ckpt_dir)
 
@@ -390,14 +456,28 @@ def _loop(
         nonlocal last_ckpt
         if ckpt_dir is None:
             return None
-        last_ckpt = save_checkpoint(
-            ckpt_dir,
-            runner.state(),
-            data_state=current_data_state(),
-            config=config,
-            keep=keep,
-        )
+        data_state = current_data_state()
+        if not multiprocess:
+            last_ckpt = save_checkpoint(
+                ckpt_dir, runner.state(), data_state=data_state, config=config, keep=keep
+            )
+            return last_ckpt
+        # Every process's iterator state goes into process 0's file (a collective, so
+        # every process saves at the same points), then all wait until the file exists.
+        data_state["iterators"] = allgather_json(data_state["iterator"])
+        if jax.process_index() == 0:
+            save_checkpoint(
+                ckpt_dir, runner.state(), data_state=data_state, config=config, keep=keep
+            )
+        multihost_utils.sync_global_devices(f"zoo.train.fit: checkpoint {step_number}")
+        last_ckpt = checkpoint_path(ckpt_dir, step_number)
         return last_ckpt
+
+    def any_process_signalled() -> bool:
+        if not multiprocess:
+            return signals.received is not None
+        flags = multihost_utils.process_allgather(np.array([signals.received is not None]))
+        return bool(np.any(flags))
 
     def pull(n: int) -> list[Batch]:
         assert iterator is not None
@@ -512,16 +592,17 @@ def _loop(
                     metrics = runner.generated(n)
                 else:
                     batches = pull(n)
-                    if batch_size is None:
-                        batch_size = int(np.shape(jax.tree.leaves(batches[0])[0])[0])
                     stacked = _stack(batches) if n > 1 else None
                     if stacked is not None:
-                        metrics = runner.scan(stacked)
+                        metrics, size = runner.scan(stacked)
                     elif n == 1:
-                        metrics = runner.single(batches[0])
+                        metrics, size = runner.single(batches[0])
                     else:  # batches of different shapes cannot be stacked: one by one
                         ms = [runner.single(b) for b in batches]
-                        metrics = {k: jnp.stack([m[k] for m in ms]) for k in ms[0]}
+                        metrics = {k: jnp.stack([m[k] for m, _ in ms]) for k in ms[0][0]}
+                        size = ms[0][1]
+                    if batch_size is None:
+                        batch_size = size
                 first = step_number
                 consumed += n
                 step_number += n
@@ -530,7 +611,8 @@ def _loop(
                 if pending is not None:
                     process(pending)
                 pending = (metrics, n, first, epoch)
-                if signals.received is not None:
+                # Several processes must stop at the same step: they agree at epoch ends.
+                if signals.received is not None and not multiprocess:
                     stop(pending, epoch)
             if pending is not None:
                 process(pending)
@@ -556,7 +638,7 @@ def _loop(
                 )
                 bar.write(f"epoch {epoch + 1}/{num_epochs}: {summary}")
             path = save()
-            if signals.received is not None and epoch + 1 < num_epochs:
+            if epoch + 1 < num_epochs and any_process_signalled():
                 stop(None, epoch + 1, path)
     finally:
         if bar is not None:

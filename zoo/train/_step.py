@@ -9,9 +9,11 @@ import jax.lax as lax
 import jax.random as jr
 import jax.tree_util as jtu
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._loss import Batch, LossFn, Metrics
+from ._parallel import batch_sharding, replicated_sharding
 from ._state import TrainState
 
 
@@ -128,22 +130,35 @@ class TrainStep:
         new_key, key = jr.split(ts.key)
         return self._update(ts, batch, key, new_key)
 
-    def _generated_step(self, ts: TrainState) -> tuple[TrainState, Metrics]:
+    def _generated_step(
+        self, ts: TrainState, place: Callable[[Batch], Batch] = lambda b: b
+    ) -> tuple[TrainState, Metrics]:
         if self.make_batch is None:
             raise ValueError("this TrainStep has no `make_batch` to generate data with")
         new_key, data_key, key = jr.split(ts.key, 3)
-        return self._update(ts, self.make_batch(data_key), key, new_key)
+        return self._update(ts, place(self.make_batch(data_key)), key, new_key)
 
     # --- compiled functions over the array leaves -----------------------------------------
 
-    def compiled(self, kind: str, partition: Partition, *, num_steps: int = 1, donate=False):
+    def compiled(
+        self,
+        kind: str,
+        partition: Partition,
+        *,
+        num_steps: int = 1,
+        donate=False,
+        mesh: Mesh | None = None,
+    ):
         """The compiled function `f(leaves, *args) -> (leaves, metrics)` for `partition`.
 
         `kind` is `"single"` (args: one batch), `"scan"` (args: K stacked batches) or
         `"generated"` (no args; `num_steps` steps on data from `make_batch`). With `donate`,
         the input leaves' buffers are reused for the output, so they are invalid afterwards.
+        With a `mesh` (from [`zoo.train.data_mesh`][]), the function runs data parallel:
+        leaves and metrics replicated, batches split along the mesh's `"data"` axis
+        (generated ones too, where their batch size divides over the devices).
         """
-        cache_key = (kind, num_steps, donate, partition.key)
+        cache_key = (kind, num_steps, donate, partition.key, mesh)
         fn = self._compiled.get(cache_key)
         if fn is not None:
             return fn
@@ -152,8 +167,22 @@ class TrainStep:
             ts, metrics = self._data_step(partition.merge(leaves), batch)
             return partition.out_leaves(ts), metrics
 
+        def shard_generated(batch: Batch) -> Batch:
+            # Each device generates and trains on its slice of the generated batch; with
+            # partitionable threefry (JAX's default) the values equal the unsplit ones.
+            if mesh is None:
+                return batch
+            sharding, size = batch_sharding(mesh), mesh.devices.size
+
+            def place(x):
+                if x.ndim and x.shape[0] % size == 0:
+                    return lax.with_sharding_constraint(x, sharding)
+                return x
+
+            return jax.tree.map(place, batch)
+
         def train_generated_step(leaves, _):
-            ts, metrics = self._generated_step(partition.merge(leaves))
+            ts, metrics = self._generated_step(partition.merge(leaves), shard_generated)
             return partition.out_leaves(ts), metrics
 
         def train_scan(leaves, batches):
@@ -171,7 +200,23 @@ class TrainStep:
             pure = train_generated
         else:
             raise ValueError(f"unknown kind of step {kind!r}")
-        fn = jax.jit(pure, donate_argnums=(0,) if donate else ())
+        donate_argnums = (0,) if donate else ()
+        if mesh is None:
+            fn = jax.jit(pure, donate_argnums=donate_argnums)
+        else:
+            # Pinning the shardings keeps the outputs' placement equal to the inputs', so the
+            # next call reuses this executable and the donated buffers.
+            replicated = replicated_sharding(mesh)
+            batch_in = {
+                "single": (batch_sharding(mesh),),
+                "scan": (batch_sharding(mesh, stacked=True),),
+            }.get(kind, ())
+            fn = jax.jit(
+                pure,
+                in_shardings=(replicated, *batch_in),
+                out_shardings=(replicated, replicated),
+                donate_argnums=donate_argnums,
+            )
         self._compiled[cache_key] = fn
         return fn
 
