@@ -219,8 +219,9 @@ def ou_make_batch(key: jax.Array) -> dict[str, jax.Array]:
 
 @functools.cache
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """The Fashion-MNIST training images (uint8) and labels, decoded once per process."""
-    images, labels, _ = zoo.data.load("fashion-mnist", "train", download=False)
+    """The Fashion-MNIST training images (uint8) and labels, decoded once per process (found
+    or downloaded as the recipes do)."""
+    images, labels, _ = zoo.data.load("fashion-mnist", "train")
     return images, labels
 
 

@@ -8,7 +8,8 @@ with SAME padding), the GRU over a whole batch `(batch, hidden)` in a `lax.scan`
 No buffer donation: the tutorials do not donate, and neither does Flax's guide.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.lax as lax
@@ -118,6 +119,19 @@ def gru_predict(params, xs):
 # --- the contender -------------------------------------------------------------------------
 
 
+def _mlp_loss(params, stats, batch):
+    return _cross_entropy(mlp_predict(params, batch["image"]), batch["label"]), stats
+
+
+def _cnn_loss(params, stats, batch, **options):
+    logits, stats = cnn_predict(params, stats, batch["image"], **options)
+    return _cross_entropy(logits, batch["label"]), stats
+
+
+def _gru_loss(params, stats, batch):
+    return jnp.mean(jnp.square(gru_predict(params, batch["x"]) - batch["y"])), stats
+
+
 class RawJax(PerStep):
     """Pure functions and `jax.jit`, one call per step (see the module docstring)."""
 
@@ -126,27 +140,19 @@ class RawJax(PerStep):
 
     def __init__(self, workload: W.Workload, weights: W.Weights):
         tx = optax.adam(workload.learning_rate)
+        loss_fn: Callable
         if isinstance(weights, W.MLPWeights):
-            params, stats = mlp_params(weights), None
-
-            def loss_fn(params, stats, batch):
-                return _cross_entropy(mlp_predict(params, batch["image"]), batch["label"]), stats
-
+            params, stats, loss_fn = mlp_params(weights), None, _mlp_loss
         elif isinstance(weights, W.ConvNetWeights):
             params, stats = cnn_params(weights)
-            options = dict(
-                strides=weights.strides, momentum=weights.bn_momentum, eps=weights.bn_eps
+            loss_fn = functools.partial(
+                _cnn_loss,
+                strides=weights.strides,
+                momentum=weights.bn_momentum,
+                eps=weights.bn_eps,
             )
-
-            def loss_fn(params, stats, batch):
-                logits, stats = cnn_predict(params, stats, batch["image"], **options)
-                return _cross_entropy(logits, batch["label"]), stats
-
         else:
-            params, stats = gru_params(weights), None
-
-            def loss_fn(params, stats, batch):
-                return jnp.mean(jnp.square(gru_predict(params, batch["x"]) - batch["y"])), stats
+            params, stats, loss_fn = gru_params(weights), None, _gru_loss
 
         @jax.jit
         def update(params, stats, opt_state, batch):

@@ -13,6 +13,7 @@ which `nn.GRU` defines with other equations than zoo's, is written out over the 
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from ._base import PerStep
 # Torch's default Adam on CPU is its per-parameter ("for-loop") implementation; the fused
 # kernel, supported on CPU since 2.4, is its fastest documented option, so it is used here:
 # a contender at its best, not its default.
-ADAM_OPTIONS = {"fused": True}
+ADAM_OPTIONS: dict[str, Any] = {"fused": True}
 
 
 def cores() -> int:
@@ -73,6 +74,7 @@ class ConvNet(nn.Module):
                 self.pads.append((lo, hi, lo, hi))
             else:
                 self.pads.append(None)
+            assert conv.bias is not None
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(k))
                 conv.bias.copy_(torch.from_numpy(b))

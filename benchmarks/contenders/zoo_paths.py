@@ -101,7 +101,8 @@ class ZooFilterJit(PerStep):
         @eqx.filter_jit
         def step(model, model_state, opt_state, batch):
             def loss(m):
-                value, (new_state, _) = loss_fn(m, model_state, batch, None)
+                # No key: these models use none, and a key would be split per example.
+                value, (new_state, _) = loss_fn(m, model_state, batch, None)  # pyright: ignore
                 return value, new_state
 
             (value, model_state), grads = eqx.filter_value_and_grad(loss, has_aux=True)(model)
