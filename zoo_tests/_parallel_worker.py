@@ -9,6 +9,7 @@ tiny ConvNet in `WORKDIR` as one process of a run, or alone without the last thr
 Each writes its results as JSON to `OUT`.
 """
 
+import contextlib
 import json
 import sys
 
@@ -19,7 +20,13 @@ from jaxtyping import install_import_hook
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-with install_import_hook("zoo", "beartype.beartype"):
+# Shape-checked as in pytest for the one `devices` run; the hook costs ~4 s of CPU per
+# process, too much for the five processes of the multi-process test.
+with (
+    install_import_hook("zoo", "beartype.beartype")
+    if sys.argv[1:2] == ["devices"]
+    else contextlib.nullcontext()
+):
     import zoo
     import zoo.data
     import zoo.train
@@ -160,6 +167,19 @@ def process(out: str, workdir: str, epochs: int, *distributed: str) -> None:
     # Built after initialize, so each process reads its own shard.
     data = zoo.data.batches(arrays(), BATCH, seed=0, normalize=None)
     train_state, step = setup("cnn")
+    test = arrays()
+    evaluator = zoo.train.Evaluator(
+        zoo.train.classification_metrics(prepare=lambda x: x[:, None]),
+        {"image": test["image"], "label": test["label"]},
+        batch_size=32,
+    )
+
+    def evaluate(model, state):
+        # Equinox's BatchNorm (mode="batch") computes `momentum**counter` (float ** int32)
+        # in inference mode, which strict dtype promotion refuses.
+        with jax.numpy_dtype_promotion("standard"):
+            return evaluator(model, state)
+
     ts, history = zoo.train.fit(
         train_state,
         step,
@@ -170,6 +190,7 @@ def process(out: str, workdir: str, epochs: int, *distributed: str) -> None:
         resume=True,
         log_every=1,
         progress=False,
+        eval_fn=evaluate,
     )
     indices = []  # the examples this process read, batch by batch
     for i in range(epochs * STEPS_PER_EPOCH):
@@ -184,6 +205,7 @@ def process(out: str, workdir: str, epochs: int, *distributed: str) -> None:
         "steps": [r["step"] for r in history if r["kind"] == "step"],
         "indices": indices,
         "params": leaves(ts.model),
+        "eval_loss": [r["eval_loss"] for r in history if r["kind"] == "epoch"],
     }
     with open(out, "w") as f:
         json.dump(result, f)
