@@ -16,7 +16,15 @@ import zoo.data
 import zoo.hub
 import zoo.train
 
-from ._common import plot_classifier_history, prepare_workdir, publish, write_json
+from ._cli import ConfigError
+from ._common import (
+    is_main_process,
+    local_copy,
+    plot_classifier_history,
+    prepare_workdir,
+    publish,
+    write_json,
+)
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, n: int | None):
@@ -40,15 +48,30 @@ def train_classifier(
     (flattened for an MLP, a channel axis for a ConvNet). Writes `config.json`,
     `metrics.jsonl`, `training.png` and the final model (`model/`) into `workdir`.
 
+    Trains data parallel over `config.devices` devices per process (all by default). In a
+    multi-process run (`zoo.train.initialize_distributed` called first) each process reads
+    its shard of every batch, and only process 0 writes and prints.
+
     **Returns:** `(model, model_state, history)`, the model in inference mode.
     """
     # Data first: a missing dataset should not leave an empty run folder behind.
     where = {"data_dir": config.data_dir, "download": config.download}
     train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
     test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
+    try:
+        mesh = zoo.train.data_mesh(config.devices)
+    except ValueError as e:
+        raise ConfigError(f"{recipe}: --devices: {e}") from None
+    if config.batch_size % mesh.devices.size:
+        raise ConfigError(
+            f"{recipe}: --batch-size {config.batch_size} must be divisible by the "
+            f"{mesh.devices.size} devices it is split over (--devices)"
+        )
+    main = is_main_process()
     out = prepare_workdir(workdir, config, resume=config.resume)
     cache = zoo.train.enable_compilation_cache()
-    write_json(out / "config.json", config)
+    if main:
+        write_json(out / "config.json", config)
     train_x, train_y = _subset(train_x, train_y, config.train_examples)
     test_x, test_y = _subset(test_x, test_y, config.test_examples)
 
@@ -106,19 +129,23 @@ def train_classifier(
         config=config,
         resume=config.resume,
         progress=config.progress,
+        mesh=mesh,
     )
     wall = time.perf_counter() - t0
     epochs = [r for r in history if r.get("kind") == "epoch"]
-    plot_classifier_history(history, out / "training.png", f"{recipe} on {config.dataset}: {arch}")
     final = epochs[-1] if epochs else {}
     train_time = sum(r["train_time_s"] for r in epochs)
+    if not main:
+        return eqx.nn.inference_mode(train_state.model), train_state.model_state, history
+    train_state = local_copy(train_state)
+    model = eqx.nn.inference_mode(train_state.model)
+    plot_classifier_history(history, out / "training.png", f"{recipe} on {config.dataset}: {arch}")
     print(
         f"{recipe}: test accuracy {100 * final.get('test_accuracy', float('nan')):.2f}% "
         f"after {len(epochs)} epochs; training {train_time:.1f} s, wall {wall:.1f} s "
         f"(compilation cache: {cache})"
     )
 
-    model = eqx.nn.inference_mode(train_state.model)
     summary = {
         "recipe": recipe,
         "dataset": config.dataset,

@@ -2,6 +2,12 @@
 
 Every recipe's `main(argv)` goes through `run`, so that a bad flag, a value of the wrong type
 or a missing dataset is one line on stderr and exit status 2, never a traceback.
+
+`run` also takes the multi-process flags `--coordinator HOST:PORT`, `--num-processes N` and
+`--process-id I` (or `ZOO_COORDINATOR`, `ZOO_NUM_PROCESSES`, `ZOO_PROCESS_ID`; or nothing
+under SLURM's `srun`), and joins the run with `zoo.train.initialize_distributed` before the
+recipe touches a device. They are not config fields: they say where a process runs, not
+what it computes.
 """
 
 import dataclasses
@@ -73,7 +79,46 @@ def usage(recipe: str, config_cls: type, doc: str | None) -> str:
             type_name = getattr(kind, "__name__", str(kind)).replace("typing.", "")
         lines.append(f"  {_flag(f.name):<22} {type_name:<20} {f.default!r}")
     lines.append(f"  {'--workdir':<22} {'str':<20} where outputs go (default runs/{recipe})")
+    lines += [
+        "",
+        "multi-process runs (one command per process; default: the environment):",
+        f"  {'--coordinator':<22} {'host:port':<20} process 0's address ($ZOO_COORDINATOR)",
+        f"  {'--num-processes':<22} {'int':<20} processes in all ($ZOO_NUM_PROCESSES)",
+        f"  {'--process-id':<22} {'int':<20} this process, 0..N-1 ($ZOO_PROCESS_ID)",
+    ]
     return "\n".join(lines)
+
+
+_DISTRIBUTED = {"coordinator": str, "num_processes": int, "process_id": int}
+
+
+def pop_distributed(recipe: str, argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split the multi-process flags off `argv`.
+
+    **Returns:** `(flags, rest)`: `{"coordinator": ..., ...}` for the flags given (as
+    keyword arguments of `zoo.train.initialize_distributed`) and the remaining arguments.
+
+    **Raises:** `ConfigError` for a flag without a value or a count that is not an integer.
+    """
+    flags: dict[str, Any] = {}
+    rest: list[str] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if key not in _DISTRIBUTED:
+            rest.append(arg)
+            continue
+        if not eq:
+            if not args:
+                raise ConfigError(f"{recipe}: {arg} needs a value")
+            value = args.pop(0)
+        try:
+            flags[key] = _DISTRIBUTED[key](value)
+        except ValueError:
+            raise ConfigError(f"{recipe}: {_flag(key)} expects an integer; got {value!r}") from None
+    return flags, rest
 
 
 def parse_config(recipe: str, config_cls: type[C], argv: Sequence[str]) -> tuple[C, str | None]:
@@ -121,14 +166,20 @@ def run(
     """The body of every recipe's `main`: parse, train, and turn expected failures into one
     line on stderr with a non-zero exit status."""
     from zoo.data import DatasetNotFoundError
-    from zoo.train import TrainingInterrupted
+    from zoo.train import TrainingInterrupted, initialize_distributed
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(usage(recipe, config_cls, doc))
         return 0
     try:
+        distributed, argv = pop_distributed(recipe, argv)
         config, workdir = parse_config(recipe, config_cls, argv)
+        try:
+            # Before the recipe touches a device or builds its data shards.
+            initialize_distributed(**distributed)
+        except ValueError as e:
+            raise ConfigError(f"{recipe}: {e}") from None
         train(config, workdir or f"runs/{recipe}")
     except (ConfigError, DatasetNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

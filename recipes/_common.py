@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import matplotlib
+from jax.experimental import multihost_utils
 
 matplotlib.use("Agg")  # recipes run headless; plots go to PNG files
 import matplotlib.pyplot as plt  # noqa: E402
@@ -25,7 +27,30 @@ def prepare_workdir(workdir: str | os.PathLike, config: Any, *, resume: bool) ->
                 f"continue it, or choose another --workdir"
             )
     path.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() > 1:
+        # Every process checks the folder before process 0 writes into it.
+        multihost_utils.sync_global_devices(f"recipes: prepare {path}")
     return path
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's outputs (process 0 of a multi-process run)."""
+    return jax.process_index() == 0
+
+
+def local_copy(tree: Any) -> Any:
+    """The replicated arrays of `tree` as arrays on this process's first device.
+
+    `fit` returns arrays replicated over every device of the run; a computation on them
+    needs every process, so process 0 alone (plots, golden outputs) must use a local copy.
+    """
+
+    def local(x):
+        if isinstance(x, jax.Array) and x.is_fully_replicated:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(local, tree)
 
 
 def write_json(path: Path, obj: Any) -> None:

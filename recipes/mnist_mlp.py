@@ -34,6 +34,7 @@ class Config:
     steps_per_dispatch: int = 50
     train_examples: int | None = None  # a subset, for quick trials
     test_examples: int | None = None
+    devices: int | None = None  # data parallel over the first N devices (default all)
     resume: bool = False
     progress: bool = True
     publish: str | None = None  # a tag: also save as <arch>.<tag> under --publish-dir

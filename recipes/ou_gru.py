@@ -27,7 +27,14 @@ import zoo.data
 import zoo.train
 
 from . import _cli
-from ._common import prepare_workdir, publish, save_figure, write_json
+from ._common import (
+    is_main_process,
+    local_copy,
+    prepare_workdir,
+    publish,
+    save_figure,
+    write_json,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Config:
     noise_std: float = 0.1
     seed: int = 0
     steps_per_dispatch: int = 100
+    devices: int | None = None  # data parallel over the first N devices (default all)
     resume: bool = False
     progress: bool = True
     publish: str | None = None  # a tag: also save as gru_ou.<tag> under --publish-dir
@@ -94,9 +102,15 @@ def train(config: Config, workdir: str):
             f"ou_gru: --batches ({config.batches}) must be a multiple of --eval-every "
             f"({config.eval_every})"
         )
+    try:
+        mesh = zoo.train.data_mesh(config.devices)
+    except ValueError as e:
+        raise _cli.ConfigError(f"ou_gru: --devices: {e}") from None
+    main = is_main_process()
     out = prepare_workdir(workdir, config, resume=config.resume)
     zoo.train.enable_compilation_cache()
-    write_json(out / "config.json", config)
+    if main:
+        write_json(out / "config.json", config)
 
     k_model, k_train, k_eval = jr.split(jr.PRNGKey(config.seed), 3)
     model, _ = zoo.create_model("gru_ou", key=k_model, hidden_size=config.hidden_size)
@@ -131,11 +145,15 @@ def train(config: Config, workdir: str):
         resume=config.resume,
         log_every=config.eval_every,
         progress=config.progress,
+        mesh=mesh,
     )
     wall = time.perf_counter() - t0
     model = eqx.nn.inference_mode(train_state.model)
     epochs = [r for r in history if r.get("kind") == "epoch"]
     train_time = sum(r["train_time_s"] for r in epochs)
+    if not main:
+        return model, None, history
+    model = local_copy(model)
 
     # Free running: start from the first noisy observation, then feed predictions back.
     free = jax.vmap(lambda x: free_run(model, x, config.steps - 1))(held_out["x"][:, 0])

@@ -170,3 +170,23 @@ def test_initialize_distributed_arguments(monkeypatch):
     monkeypatch.setenv("ZOO_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match="ZOO_NUM_PROCESSES must be an integer"):
         zoo.train.initialize_distributed()
+
+
+def test_recipe_flags(tmp_path, capsys, monkeypatch):
+    from recipes import _cli, ou_gru
+
+    for name in ("ZOO_COORDINATOR", "ZOO_NUM_PROCESSES", "ZOO_PROCESS_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    flags, rest = _cli.pop_distributed(
+        "r", ["--epochs", "2", "--coordinator=h:1", "--num-processes", "2", "--process-id", "1"]
+    )
+    assert flags == {"coordinator": "h:1", "num_processes": 2, "process_id": 1}
+    assert rest == ["--epochs", "2"]
+    workdir = str(tmp_path / "run")
+    assert ou_gru.main(["--devices", "2", "--workdir", workdir]) == 2
+    assert "--devices: devices must be between 1 and the 1 local" in capsys.readouterr().err
+    assert ou_gru.main(["--num-processes", "two", "--workdir", workdir]) == 2
+    assert "--num-processes expects an integer" in capsys.readouterr().err
+    assert ou_gru.main(["--process-id", "0", "--workdir", workdir]) == 2
+    assert "missing: coordinator (ZOO_COORDINATOR)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
