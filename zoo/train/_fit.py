@@ -158,29 +158,31 @@ class _Runner:
     the buffers, so steps neither re-partition the model nor keep two copies of it.
     """
 
-    def __init__(self, step: TrainStep, train_state: TrainState, mesh: Mesh):
+    def __init__(self, step: TrainStep, train_state: TrainState, mesh: Mesh | None = None):
         self.step = step
-        self.mesh = mesh
+        self.mesh = data_mesh() if mesh is None else mesh
+        self.batch_size: int | None = None  # global, of the last batch placed
         self.partition, leaves = Partition.split(train_state)
         # Replicated copies, because the first dispatch donates these buffers and the caller
         # may still hold `train_state`. (`device_put` copies without compiling.)
-        self.leaves = replicate(leaves, mesh)
+        self.leaves = replicate(leaves, self.mesh)
 
     def state(self) -> TrainState:
         return self.partition.merge(self.leaves)
 
-    def single(self, batch: Batch) -> tuple[Metrics, int]:
-        """One step; returns its metrics and the global batch size."""
+    def single(self, batch: Batch) -> Metrics:
         fn = self.step.compiled("single", self.partition, donate=True, mesh=self.mesh)
         device_batch = to_device(batch, self.mesh)
+        self.batch_size = jax.tree.leaves(device_batch)[0].shape[0]
         self.leaves, metrics = fn(self.leaves, device_batch)
-        return metrics, jax.tree.leaves(device_batch)[0].shape[0]
+        return metrics
 
-    def scan(self, batches: Batch) -> tuple[Metrics, int]:
+    def scan(self, batches: Batch) -> Metrics:
         fn = self.step.compiled("scan", self.partition, donate=True, mesh=self.mesh)
         device_batches = to_device(batches, self.mesh, stacked=True)
+        self.batch_size = jax.tree.leaves(device_batches)[0].shape[1]
         self.leaves, metrics = fn(self.leaves, device_batches)
-        return metrics, jax.tree.leaves(device_batches)[0].shape[1]
+        return metrics
 
     def generated(self, num_steps: int) -> Metrics:
         fn = self.step.compiled(
@@ -594,15 +596,14 @@ def _loop(
                     batches = pull(n)
                     stacked = _stack(batches) if n > 1 else None
                     if stacked is not None:
-                        metrics, size = runner.scan(stacked)
+                        metrics = runner.scan(stacked)
                     elif n == 1:
-                        metrics, size = runner.single(batches[0])
+                        metrics = runner.single(batches[0])
                     else:  # batches of different shapes cannot be stacked: one by one
                         ms = [runner.single(b) for b in batches]
-                        metrics = {k: jnp.stack([m[k] for m, _ in ms]) for k in ms[0][0]}
-                        size = ms[0][1]
+                        metrics = {k: jnp.stack([m[k] for m in ms]) for k in ms[0]}
                     if batch_size is None:
-                        batch_size = size
+                        batch_size = runner.batch_size
                 first = step_number
                 consumed += n
                 step_number += n

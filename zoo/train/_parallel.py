@@ -8,6 +8,7 @@ mean loss (and BatchNorm's `lax.pmean` over the vmapped `"batch"` axis) becomes 
 all-reduce, so the result equals the one-device step on the same global batch.
 """
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -178,14 +179,23 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+@functools.lru_cache(maxsize=64)
+def _placement(mesh: Mesh, stacked: bool) -> tuple[NamedSharding, int, bool]:
+    # Once per mesh: building the sharding and counting devices cost more than the transfer
+    # of a small batch.
+    sharding = batch_sharding(mesh, stacked=stacked)
+    local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    return sharding, local, sharding.is_fully_addressable
+
+
 def global_batch(batch: Mapping[str, Any], mesh: Mesh, *, stacked: bool = False) -> dict:
     """Assemble this process's part of a batch into one global `jax.Array` per entry.
 
     Uses `jax.make_array_from_process_local_data`: each process passes the rows it read
     (its shard of the global batch, e.g. from `zoo.data.batches`), and the result has the
-    global batch size, split over the mesh's `"data"` axis. With one process the local batch
-    is the global one. (`jax.device_put` cannot place per-process data on devices of other
-    processes.)
+    global batch size, split over the mesh's `"data"` axis. (`jax.device_put` cannot place
+    per-process data on devices of other processes.) With one process the local batch is
+    the global one, placed with one `jax.device_put`.
 
     **Arguments:**
 
@@ -199,21 +209,28 @@ def global_batch(batch: Mapping[str, Any], mesh: Mesh, *, stacked: bool = False)
     **Raises:** `ValueError` if the local batch does not split evenly over this process's
     devices of the mesh.
     """
-    sharding = batch_sharding(mesh, stacked=stacked)
+    sharding, local_devices, addressable = _placement(mesh, stacked)
     axis = 1 if stacked else 0
-    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    out = {}
     for name, value in batch.items():
-        value = np.asarray(value)
-        if value.ndim <= axis or value.shape[axis] % local_devices:
-            rows = value.shape[axis] if value.ndim > axis else "no"
+        shape = np.shape(value)
+        if len(shape) <= axis or shape[axis] % local_devices:
+            rows = shape[axis] if len(shape) > axis else "no"
             raise ValueError(
                 f"batch entry {name!r} has {rows} examples on this process, which do not split "
                 f"evenly over its {local_devices} device(s) of the mesh: use a batch size "
                 f"divisible by the number of devices ({mesh.devices.size} in all), or fewer "
                 "devices"
             )
-        out[name] = jax.make_array_from_process_local_data(sharding, value)
+    if addressable:
+        # One process: local is global, and one batched `device_put` is ~70 us faster per
+        # batch than an array at a time (measured on 2 CPU cores), which a K=1 loop feels.
+        return jax.device_put(dict(batch), sharding)
+    out = {}
+    for name, value in batch.items():
+        if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
+            out[name] = value  # already a global batch
+        else:
+            out[name] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
     return out
 
 
