@@ -47,7 +47,7 @@ def arrays() -> dict[str, np.ndarray]:
 
 
 def setup(kind: str):
-    """`(train_state, step)` for `"mlp"` (stateless) or `"cnn"` (BatchNorm)."""
+    """`(train_state, step, eval_fn)` for `"mlp"` (stateless) or `"cnn"` (BatchNorm)."""
     key_model, key_train = jr.split(jr.PRNGKey(0))
     if kind == "mlp":
         model = zoo.MLP(SIZE * SIZE, CLASSES, width=16, depth=1, key=key_model)
@@ -75,7 +75,20 @@ def setup(kind: str):
     optimizer = optax.adam(1e-2) if kind == "mlp" else optax.sgd(0.1)
     train_state = zoo.train.init_train_state(model, optimizer, key=key_train, model_state=state)
     step = zoo.train.TrainStep(zoo.train.classification_loss(prepare=prepare), optimizer)
-    return train_state, step
+    test = arrays()
+    evaluator = zoo.train.Evaluator(
+        zoo.train.classification_metrics(prepare=prepare),
+        {"image": test["image"], "label": test["label"]},
+        batch_size=32,
+    )
+
+    def evaluate(model, state):
+        # Equinox's BatchNorm (mode="batch") computes `momentum**counter` (float ** int32)
+        # in inference mode, which strict dtype promotion refuses.
+        with jax.numpy_dtype_promotion("standard"):
+            return evaluator(model, state)
+
+    return train_state, step, evaluate
 
 
 def losses(history) -> list[float]:
@@ -107,7 +120,7 @@ def devices(out: str) -> None:
     results = {}
     for kind, K in (("mlp", 1), ("mlp", 2), ("cnn", 1)):
         for n in (1, 4):
-            train_state, step = setup(kind)
+            train_state, step, evaluate = setup(kind)
             data = zoo.data.batches(arrays(), BATCH, seed=0, normalize=None)
             seen.clear()
             ts, history = zoo.train.fit(
@@ -120,8 +133,15 @@ def devices(out: str) -> None:
                 log_every=1,
                 progress=False,
                 mesh=zoo.train.data_mesh(n),
+                eval_fn=evaluate,
             )
+            eval_placement = zoo.train._evaluate._eval_placement(ts.model)
+            eval_batch = None if eval_placement is None else eval_placement(np.zeros(32))
             results[f"{kind}-K{K}-{n}"] = {
+                "eval_loss": [r["eval_loss"] for r in history if r["kind"] == "epoch"],
+                "eval_shards": None
+                if eval_batch is None
+                else [list(x.data.shape) for x in eval_batch.addressable_shards],
                 "losses": losses(history),
                 "params": leaves(ts.model),
                 "model_state": leaves(ts.model_state),
@@ -166,20 +186,7 @@ def process(out: str, workdir: str, epochs: int, *distributed: str) -> None:
         assert zoo.train.initialize_distributed(coordinator, int(count), int(index))
     # Built after initialize, so each process reads its own shard.
     data = zoo.data.batches(arrays(), BATCH, seed=0, normalize=None)
-    train_state, step = setup("cnn")
-    test = arrays()
-    evaluator = zoo.train.Evaluator(
-        zoo.train.classification_metrics(prepare=lambda x: x[:, None]),
-        {"image": test["image"], "label": test["label"]},
-        batch_size=32,
-    )
-
-    def evaluate(model, state):
-        # Equinox's BatchNorm (mode="batch") computes `momentum**counter` (float ** int32)
-        # in inference mode, which strict dtype promotion refuses.
-        with jax.numpy_dtype_promotion("standard"):
-            return evaluator(model, state)
-
+    train_state, step, evaluate = setup("cnn")
     ts, history = zoo.train.fit(
         train_state,
         step,

@@ -71,6 +71,9 @@ def test_four_devices_match_one_and_split_the_batch(tmp_path):
         _close(one["params"], four["params"])
         if case == "cnn-K1":  # BatchNorm's running statistics: over the global batch
             _close(one["model_state"], four["model_state"])
+        if case != "generated":  # evaluation, split over the devices too
+            _close(one["eval_loss"], four["eval_loss"])
+            assert one["eval_shards"] is None and four["eval_shards"] == [[8]] * 4
     # The batch of 16 is really split, 4 examples per device (axis 1 of K stacked batches),
     # and the parameters are replicated on every device.
     assert results["mlp-K1-4"]["placed"] == {

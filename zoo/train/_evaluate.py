@@ -7,9 +7,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, Bool, PyTree
 
 from ._loss import Batch, MetricFn, batch_apply
+from ._parallel import DATA_AXIS, batch_sharding
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -70,6 +72,30 @@ def _sum_metrics(
     return out
 
 
+def _eval_placement(model: PyTree) -> Callable[[Any], Any] | None:
+    """For a model replicated over a data-parallel mesh (as `fit` holds it), a function
+    that splits a whole batch, held by every process, along the mesh's `"data"` axis; else
+    `None`, and batches go where the model is."""
+    for leaf in jax.tree.leaves(model):
+        if isinstance(leaf, jax.Array):
+            sharding = leaf.sharding
+            mesh = getattr(sharding, "mesh", None)
+            if not isinstance(mesh, Mesh) or DATA_AXIS not in mesh.shape:
+                return None
+            split, size = batch_sharding(mesh), mesh.shape[DATA_AXIS]
+
+            def place(x):
+                x = np.asarray(x)
+                if size == 1 or x.shape[0] % size:
+                    return None
+                # The global shape equal to the local one: every process holds the whole
+                # batch and keeps only its devices' slices.
+                return jax.make_array_from_process_local_data(split, x, x.shape)
+
+            return place
+    return None
+
+
 def evaluate(
     metric_fn: MetricFn,
     model: PyTree,
@@ -81,7 +107,10 @@ def evaluate(
     """Mean of per-example metrics over a whole data set, in inference mode.
 
     Every batch is padded to the same size and masked, so the data set's short last batch
-    does not compile a second function.
+    does not compile a second function. For a model replicated over a data-parallel mesh
+    (what `fit` passes its `eval_fn`), each batch is split over the mesh's devices as in
+    training, where its size divides over them; with several processes, every process
+    passes the whole data set and gets the same result.
 
     **Arguments:**
 
@@ -100,12 +129,19 @@ def evaluate(
     **Raises:** `ValueError` for an empty data set or a metric without one value per example.
     """
     model = eqx.nn.inference_mode(model)
+    place = _eval_placement(model)
     # Per-batch sums stay on the device (no sync between batches) and are added up on the
     # host in float64 at the end.
     sums = []
     count = 0
     for batch, mask, n in _padded_batches(data, batch_size):
-        sums.append(_sum_metrics(metric_fn, model, model_state, batch, jnp.asarray(mask)))
+        placed = None if place is None else place(mask)
+        if place is not None and placed is not None:  # data parallel, as in training
+            device_batch: Any = {k: place(v) for k, v in batch.items()}
+            device_mask = placed
+        else:
+            device_batch, device_mask = batch, jnp.asarray(mask)
+        sums.append(_sum_metrics(metric_fn, model, model_state, device_batch, device_mask))
         count += n
     if count == 0:
         raise ValueError("cannot evaluate on an empty data set")
