@@ -47,13 +47,22 @@ TOLERANCE = 1e-4  # relative difference of step-0 losses above which the run is 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How long to measure: timed blocks per contender (`repeats`), steps per block, and
-    batches per epoch measurement (all multiples of zoo's K), per workload."""
+    """How long to measure, per workload: timed blocks per contender (`repeats`, for all),
+    steps per block, batches per epoch measurement (all multiples of zoo's K) and timed
+    epochs per contender.
+
+    A one-call-per-step contender whose warm-up block takes longer than `max_block_s` is
+    timed on fewer steps (so that its epoch takes about `max_epoch_s`, too) and marked so:
+    on a loaded machine PyTorch's threads can slow down a hundredfold, and the run should
+    still finish.
+    """
 
     repeats: int
     block: dict[str, int]
     epoch: dict[str, int]
-    epoch_repeats: int
+    epoch_repeats: dict[str, int]
+    max_block_s: float
+    max_epoch_s: float
     import_repeats: int
     first_step: tuple[tuple[str, str], ...]  # (workload, contender) timed in fresh processes
 
@@ -63,7 +72,9 @@ QUICK = Plan(
     repeats=5,
     block={"mlp": 50, "cnn": 20, "gru": 100},
     epoch={"mlp": 50, "cnn": 20, "gru": 100},
-    epoch_repeats=1,
+    epoch_repeats={"mlp": 1, "cnn": 1, "gru": 1},
+    max_block_s=1.0,
+    max_epoch_s=2.0,
     import_repeats=1,
     first_step=(("mlp", "zoo"),),
 )
@@ -71,7 +82,9 @@ FULL = Plan(
     repeats=7,
     block={"mlp": 200, "cnn": 60, "gru": 1000},
     epoch={"mlp": 600, "cnn": 600, "gru": 1000},
-    epoch_repeats=2,
+    epoch_repeats={"mlp": 2, "cnn": 1, "gru": 3},  # the ConvNet's epoch is the long one
+    max_block_s=10.0,
+    max_epoch_s=60.0,
     import_repeats=3,
     first_step=tuple(("mlp", k) for k in contenders.KEYS) + (("cnn", "zoo"), ("gru", "zoo")),
 )
@@ -135,44 +148,59 @@ def bench_workload(name: str, plan: Plan) -> dict:
     # compiled call (the cheapest way a JAX user would), so both sides do the same work.
     generate = name == "gru"
 
+    steps = dict.fromkeys(runners, block)  # per contender: fewer for a very slow one
+
     def steady(key: str):
         c = runners[key]
         if not generate or key == "zoo":
             return c.run
-        return lambda: (c.load(W.ou_batches(s.train_key, block)), c.run())
+        return lambda: (c.load(W.ou_batches(s.train_key, block)[: steps[key]]), c.run())
 
     if generate:  # compile the generator for both sizes before any timing
-        W.ou_batches(s.train_key, block), W.ou_batches(s.train_key, epoch_n)
-    for c in runners.values():
+        for n in (block, epoch_n):
+            W.ou_batches(s.train_key, n)
+    for key, c in runners.items():
         c.load(host[:block])
-        c.run()  # warm-up: caches, allocator, threads
+        warm_up = _timed(c.run)  # caches, allocator, threads
+        if isinstance(c, contenders.PerStep) and warm_up > plan.max_block_s:
+            steps[key] = max(1, int(block * plan.max_block_s / warm_up))
+            c.load(host[: steps[key]])
     times: dict[str, list[float]] = {key: [] for key in runners}
     for r in range(plan.repeats):
         for key in _rotated(list(runners), r):
             times[key].append(_timed(steady(key)))
 
     phases["steady_s"] = time.perf_counter() - t0 - phases["check_s"]
+    sps = {key: steps[key] / float(np.median(times[key])) for key in runners}
+    epoch_steps = {
+        key: epoch_n
+        if steps[key] == block
+        else max(1, min(epoch_n, int(plan.max_epoch_s * sps[key])))
+        for key in runners
+    }
     epoch_times: dict[str, list[float]] = {key: [] for key in runners}
-    for r in range(plan.epoch_repeats):
+    for r in range(plan.epoch_repeats[name]):
         for key in _rotated(list(runners), r):
             if generate:
                 data = _generated(s.train_key, epoch_n)
             else:
                 data = W.mnist_batches(wl.batch_size)
-            epoch_times[key].append(_timed(lambda: runners[key].epoch(data, epoch_n)))
+            n = epoch_steps[key]
+            epoch_times[key].append(_timed(lambda: runners[key].epoch(data, n)))
 
     phases["epoch_s"] = time.perf_counter() - t0 - phases["check_s"] - phases["steady_s"]
-    scale = wl.epoch_steps / epoch_n
     out = {}
     for key, c in runners.items():
-        sps = block / float(np.median(times[key]))
-        epoch_s = float(np.median(epoch_times[key])) * scale
+        epoch_s = float(np.median(epoch_times[key])) * wl.epoch_steps / epoch_steps[key]
         out[key] = {
             "label": c.label,
-            "steps_per_s": sps,
-            "samples_per_s": sps * wl.batch_size,
+            "steps_per_s": sps[key],
+            "samples_per_s": sps[key] * wl.batch_size,
+            "block_steps": steps[key],
             "block_s": times[key],
             "spread": max(times[key]) / min(times[key]),
+            "shortened": steps[key] != block,
+            "epoch_batches_run": epoch_steps[key],
             "epoch_s": epoch_s,
             "epoch_samples_per_s": wl.epoch_steps * wl.batch_size / epoch_s,
             "first_k_steps_s": first_k[key],
@@ -181,7 +209,7 @@ def bench_workload(name: str, plan: Plan) -> dict:
             "step0_deviation": deviation[key],
         }
         print(
-            f"  {c.label:40s} {sps:9.1f} steps/s  epoch {epoch_s:7.2f} s  "
+            f"  {c.label:40s} {sps[key]:9.1f} steps/s  epoch {epoch_s:7.2f} s  "
             f"(spread {out[key]['spread']:.2f}, step-0 loss {losses[key][0]:.6f})"
         )
     result = {
@@ -246,12 +274,15 @@ def import_times(repeats: int) -> dict:
 
 
 def first_step(workload: str, key: str, cache: str | None) -> dict:
-    """In this (fresh) process: import, build and train until the first result is ready."""
-    t0 = time.perf_counter()
-    why = contenders.available(key)  # imports the contender's framework
+    """In this (fresh) process: build contender `key` from zoo's model and train until its
+    first result is ready (one dispatch: K steps for zoo's default, one for the others).
+
+    Imports are done by then (their cost is `import_times`'), and so is zoo's model, which
+    every contender starts from.
+    """
+    why = contenders.available(key)
     if why:
         return {"error": why}
-    import_s = time.perf_counter() - t0
     if cache is not None:
         import zoo.train
 
@@ -259,10 +290,9 @@ def first_step(workload: str, key: str, cache: str | None) -> dict:
     s = contenders.setup(workload)
     n = s.workload.steps_per_dispatch if key == "zoo" else 1
     batches = W.synthetic(workload, s.workload.batch_size, n)
-    t1 = time.perf_counter()
-    c = contenders.make(key, s)
-    c.losses(batches)
-    return {"import_s": import_s, "first_step_s": time.perf_counter() - t1, "steps": n}
+    t = time.perf_counter()
+    contenders.make(key, s).losses(batches)
+    return {"first_step_s": time.perf_counter() - t, "steps": n}
 
 
 def first_step_times(pairs) -> dict:
@@ -460,8 +490,9 @@ def markdown(results: dict) -> str:
         ]
         zoo = r["contenders"].get("zoo", {}).get("steps_per_s")
         for c in r["contenders"].values():
+            mark = " †" if c["shortened"] else ""
             lines.append(
-                f"| {c['label']} | {_f(c['steps_per_s'], 1)} | {_f(c['samples_per_s'])} "
+                f"| {c['label']}{mark} | {_f(c['steps_per_s'], 1)} | {_f(c['samples_per_s'])} "
                 f"| {c['spread']:.2f} | {_f(c['epoch_s'], 2)} | {_f(c['first_k_steps_s'], 2)} "
                 f"| {c['loss_step0']:.6f} | {_f(zoo and zoo / c['steps_per_s'], 2)} "
                 f"| {c['vs_roofline']:.3f} |"
@@ -472,6 +503,15 @@ def markdown(results: dict) -> str:
         )
         for key, why in r["skipped"].items():
             lines.append(f"| {key} (skipped: {why}) | | | | | | | | |")
+        short = [c for c in r["contenders"].values() if c["shortened"]]
+        if short:
+            lines += [
+                "",
+                "† So slow that its blocks were cut to "
+                + ", ".join(f"{c['block_steps']}" for c in short)
+                + f" steps (warm-up over {results['plan']['max_block_s']:g} s) and its epoch "
+                "to " + ", ".join(f"{c['epoch_batches_run']}" for c in short) + " batches.",
+            ]
         keys = list(r["ratios"])
         lines += [
             "",
@@ -533,16 +573,29 @@ def markdown(results: dict) -> str:
             f"| {pair} | {_f(cold.get('first_step_s'), 2)} | {_f(warm.get('first_step_s'), 2)} "
             f"| {_f(cold.get('process_s'), 2)} / {_f(warm.get('process_s'), 2)} |"
         )
-    if results.get("engine", {}).get("dispatch", {}).get("scan_us") is not None:
-        e = results["engine"]
-        d = e.get("dispatch", {})
+    engine_out = results.get("engine", {})
+    d = engine_out.get("dispatch", {})
+    if "scan_us" in d:
         lines += [
             "",
-            "From `benchmarks/engine.py`: per-step dispatch cost of a tiny MLP: "
+            "From `benchmarks/engine.py`, the per-step dispatch cost of a tiny MLP: "
             f"eqx.filter_jit {_f(d.get('filter_jit_us'))} us, TrainStep() "
             f"{_f(d.get('trainstep_call_us'))} us, fit loop {_f(d.get('fit_loop_us'))} us, "
             f"inside one scan {_f(d.get('scan_us'), 1)} us.",
         ]
+    first = engine_out.get("first_step", {})
+    if first and "error" not in first:
+        lines += [
+            "",
+            "From `benchmarks/engine.py`, the first MLP dispatch in a fresh process: "
+            + ", ".join(
+                f"{name} {r.get('first_step_s', float('nan')):.2f} s" for name, r in first.items()
+            )
+            + ".",
+        ]
+    for name, part in engine_out.items():
+        if "error" in part:
+            lines += ["", f"`benchmarks/engine.py` {name} failed: {part['error']}"]
     lines += ["", "## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]
     for t in results["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]

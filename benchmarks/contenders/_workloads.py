@@ -3,7 +3,9 @@
 Every contender trains the same model from the same initial weights (zoo's, copied out here
 into plain NumPy arrays in zoo's layouts) with the same optimiser, learning rate, batch size,
 float32 and data order. Batch size, learning rate and `steps_per_dispatch` are read from the
-recipes' `Config` defaults, so "zoo's default path" here is what `zoo train <recipe>` runs.
+recipes' `Config` defaults, so "zoo's default path" here is what `zoo train <recipe>` runs,
+with one difference: the learning rate stays constant (the recipes' `--lr-schedule
+constant`, the original experiments' setting), so that every contender runs plain Adam.
 """
 
 import dataclasses
@@ -225,13 +227,12 @@ def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def mnist_batches(batch_size: int, images=None, labels=None) -> Iterator[Batch]:
+def mnist_batches(batch_size: int) -> Iterator[Batch]:
     """A fresh iterator over the first epoch of the recipes' pipeline (seed 0, images /255).
 
     Every contender draws its batches from this, so all see the same order.
     """
-    if images is None or labels is None:
-        images, labels = fashion_mnist()
+    images, labels = fashion_mnist()
     ds = zoo.data.batches(
         {"image": images, "label": labels}, batch_size, seed=SEED, num_epochs=1, normalize="unit"
     )
