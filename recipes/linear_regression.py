@@ -7,7 +7,9 @@ gradient descent compared with the least-squares solution.
 drawn with replacement inside the compiled step, RMSE loss, SGD with learning rate 0.01,
 5000 steps. (b) y = 3 x + 2 + N(0,1) on 100 points (x = 2 U(0,1)) with a bias column,
 gradient descent on the MSE with learning rate 0.05 until the parameters move less than
-1e-3 in a step, against least squares. Reaches RESULT_LINREG.
+1e-3 in a step, against least squares. Reaches (a)
+coefficients 2.992, 3.992, intercept 5.549 (noise U(0,1) adds 0.5), R^2 0.99959; (b) 127 steps,
+stopping 0.051 from least squares (`--gd-tolerance 1e-4`: 0.0051).
 Writes config.json, metrics.jsonl, sgd.png, gradient_descent.png and results.json.
 """
 

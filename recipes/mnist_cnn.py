@@ -3,8 +3,9 @@
     zoo train mnist_cnn                  # or: python -m recipes.mnist_cnn
     zoo train mnist_cnn --preset strong --epochs 15  # two conv blocks with BatchNorm and pooling
 
-Adam 1e-3, batch 100, 10 epochs; BatchNorm statistics are carried through training in
-`eqx.nn.State` and evaluation runs in inference mode. Reaches RESULT_CNN.
+Adam 1e-3 (cosine-decayed), batch 100, 10 epochs; BatchNorm statistics are carried through
+training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.28% on
+Fashion-MNIST (88.78% with `--lr-schedule constant`); the strong preset 93.46% in 15 epochs.
 Writes config.json, metrics.jsonl, training.png, results.json and the model (model/).
 """
 
