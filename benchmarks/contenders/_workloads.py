@@ -146,15 +146,15 @@ def weights_of(model: Any) -> Weights:
                 raise ValueError("only square strides with SAME padding")
             strides.append(conv.stride[0])
             h, w = -(-h // conv.stride[0]), -(-w // conv.stride[1])  # SAME: ceil(size / s)
-        norm = next(n for n in model.norms if n is not None)
+        norm = next((n for n in model.norms if n is not None), None)
         return ConvNetWeights(
             convs=tuple((_np(c.weight), _np(c.bias).reshape(-1)) for c in model.convs),
             strides=tuple(strides),
             norms=tuple(None if n is None else (_np(n.weight), _np(n.bias)) for n in model.norms),
             head=_linear(model.head),
             feature_shape=(model.convs[-1].out_channels, h, w),
-            bn_momentum=float(norm.momentum),
-            bn_eps=float(norm.eps),
+            bn_momentum=0.99 if norm is None else float(norm.momentum),
+            bn_eps=1e-5 if norm is None else float(norm.eps),
         )
     if isinstance(model, zoo.GRU):
         enc = model.encoder
