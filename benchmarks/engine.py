@@ -61,6 +61,23 @@ def _race(fns: dict, rounds: int) -> dict[str, float]:
 # --- dispatch cost ------------------------------------------------------------------------
 
 
+def _filter_jit_step(loss_fn, optimizer):
+    """What a user writes by hand: one `eqx.filter_jit` call per optimiser step."""
+
+    @eqx.filter_jit
+    def step(model, opt_state, batch, key):
+        def loss(m):
+            return loss_fn(m, None, batch, key)[0]
+
+        value, grads = eqx.filter_value_and_grad(loss)(model)
+        updates, opt_state = optimizer.update(
+            grads, opt_state, eqx.filter(model, eqx.is_inexact_array)
+        )
+        return eqx.apply_updates(model, updates), opt_state, value
+
+    return step
+
+
 def dispatch_cost(quick: bool) -> dict:
     """Microseconds per step of a tiny model (MLP 4-16-2, batch 8), where dispatch dominates."""
     n = 300 if quick else 2000
@@ -71,17 +88,7 @@ def dispatch_cost(quick: bool) -> dict:
     batch = {"x": rng.normal(size=(8, 4)).astype(np.float32), "y": np.zeros(8, np.int32)}
     device_batch = jax.device_put(batch)
 
-    # What a user writes by hand: one eqx.filter_jit call per step.
-    @eqx.filter_jit
-    def naive(model, opt_state, batch, key):
-        def loss(m):
-            return loss_fn(m, None, batch, key)[0]
-
-        value, grads = eqx.filter_value_and_grad(loss)(model)
-        updates, opt_state = optimizer.update(
-            grads, opt_state, eqx.filter(model, eqx.is_inexact_array)
-        )
-        return eqx.apply_updates(model, updates), opt_state, value
+    naive = _filter_jit_step(loss_fn, optimizer)
 
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key = jr.PRNGKey(1)
@@ -161,16 +168,7 @@ def ou_gru(quick: bool) -> dict:
     train_state = zt.init_train_state(model, optimizer, key=jr.PRNGKey(1))
     sample = jax.jit(_ou_batch)
 
-    @eqx.filter_jit
-    def naive(model, opt_state, batch, key):
-        def loss(m):
-            return loss_fn(m, None, batch, key)[0]
-
-        value, grads = eqx.filter_value_and_grad(loss)(model)
-        updates, opt_state = optimizer.update(
-            grads, opt_state, eqx.filter(model, eqx.is_inexact_array)
-        )
-        return eqx.apply_updates(model, updates), opt_state, value
+    naive = _filter_jit_step(loss_fn, optimizer)
 
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     keys = list(jr.split(jr.PRNGKey(2), n_single))

@@ -3,5 +3,3 @@
 Each recipe module has a frozen `Config` dataclass (its defaults are the experiment's
 settings), `train(config, workdir)` and `main(argv)`.
 """
-
-RECIPES = ("mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression")

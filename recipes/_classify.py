@@ -2,7 +2,6 @@
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -177,9 +176,3 @@ def train_classifier(
         description=f"{arch} trained by recipes.{recipe} on {config.dataset}",
     )
     return model, train_state.model_state, history
-
-
-def final_results(workdir: str | Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((Path(workdir) / "results.json").read_text())
