@@ -39,12 +39,14 @@ def train_classifier(
     arch_kwargs: dict[str, Any],
     prepare: Callable[[jax.Array], jax.Array],
     layout: str,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
     cross-entropy, evaluating on the test split after every epoch.
 
     `prepare` turns a batch of normalised images `(batch, 28, 28)` into the model's input
-    (flattened for an MLP, a channel axis for a ConvNet). Writes `config.json`,
+    (flattened for an MLP, a channel axis for a ConvNet); `augment(images, key)`, if given,
+    transforms each training batch before it, inside the step. Writes `config.json`,
     `metrics.jsonl`, `training.png` and the final model (`model/`) into `workdir`.
 
     Trains data parallel over `config.devices` devices per process (all by default). In a
@@ -107,7 +109,9 @@ def train_classifier(
     train_state = zoo.train.init_train_state(
         model, optimizer, key=k_train, model_state=model_state if stateful else None
     )
-    step = zoo.train.TrainStep(zoo.train.classification_loss(prepare=prepare), optimizer)
+    step = zoo.train.TrainStep(
+        zoo.train.classification_loss(prepare=prepare, augment=augment), optimizer
+    )
     evaluator = zoo.train.Evaluator(
         zoo.train.classification_metrics(prepare=prepare),
         test,

@@ -1,7 +1,7 @@
 """The experiment's BatchNorm ConvNet on MNIST-format images (Fashion-MNIST by default).
 
     zoo train mnist_cnn                  # or: python -m recipes.mnist_cnn
-    zoo train mnist_cnn --preset strong --epochs 15  # two conv blocks with BatchNorm and pooling
+    zoo train mnist_cnn --preset strong --epochs 15 --augment flip  # 2 conv blocks, BN, pooling
 
 Adam 1e-3 (cosine-decayed), batch 100, 10 epochs; BatchNorm statistics are carried through
 training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.28% on
@@ -12,10 +12,13 @@ Writes config.json, metrics.jsonl, training.png, results.json and the model (mod
 import dataclasses
 from typing import Literal
 
+import zoo.data
+
 from . import _cli
 from ._classify import train_classifier
 
 ARCHITECTURES = {"experiment": "cnn_mnist", "strong": "cnn_mnist_strong"}
+AUGMENTATIONS = {"none": None, "flip": zoo.data.random_flip}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Config:
     preset: Literal["experiment", "strong"] = "experiment"
     bn_momentum: float = 0.99  # BatchNorm running statistics; lower it for very short runs
     normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
+    augment: Literal["none", "flip"] = "none"  # flip: mirror training images at random
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
     batch_size: int = 100
@@ -55,6 +59,7 @@ def train(config: Config, workdir: str):
         arch_kwargs={"bn_momentum": config.bn_momentum},
         prepare=_add_channel,
         layout="chw",
+        augment=AUGMENTATIONS[config.augment],
     )
 
 

@@ -1,5 +1,6 @@
 """Datasets and input pipelines: MNIST-style images, synthetic processes, Grain batches."""
 
+from ._augment import random_flip as random_flip
 from ._idx import CorruptDatasetError as CorruptDatasetError
 from ._pipeline import (
     DEFAULT_READ_OPTIONS as DEFAULT_READ_OPTIONS,

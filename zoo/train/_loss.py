@@ -90,7 +90,11 @@ def _inputs(batch: Batch, name: str, prepare: Callable | None) -> Array:
 
 
 def classification_loss(
-    *, inputs: str = "image", labels: str = "label", prepare: Callable | None = None
+    *,
+    inputs: str = "image",
+    labels: str = "label",
+    prepare: Callable | None = None,
+    augment: Callable[[Array, PRNGKeyArray], Array] | None = None,
 ) -> LossFn:
     """Softmax cross-entropy with integer labels, with accuracy as a metric.
 
@@ -101,14 +105,21 @@ def classification_loss(
     - `inputs`, `labels`: the batch entries holding the inputs and the integer labels.
     - `prepare`: applied to the whole input batch first, e.g.
       `lambda x: x.reshape(x.shape[0], -1)` to flatten images for an MLP.
+    - `augment`: `augment(x, key) -> x`, applied to the input batch before `prepare` with a
+      key split off the step's key, e.g. [`zoo.data.random_flip`][]. Training only: the
+      matching metric function sees the data as it is.
 
     **Returns:** a loss function; its metrics are `{"accuracy": ...}`.
     """
 
     def loss_fn(model, model_state, batch, key):
-        logits, model_state = batch_apply(
-            model, model_state, _inputs(batch, inputs, prepare), key=key
-        )
+        x = batch[inputs]
+        if augment is not None:
+            k_augment, key = jr.split(key)
+            x = augment(x, k_augment)
+        if prepare is not None:
+            x = prepare(x)
+        logits, model_state = batch_apply(model, model_state, x, key=key)
         y = jnp.asarray(batch[labels]).astype(jnp.int32)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(logits.dtype))
