@@ -78,7 +78,10 @@ def test_linear_regression_recipe_reaches_least_squares(tmp_path):
     )
     sgd, gd = linear_regression.train(config, str(tmp_path))
     assert sgd["r2"] > 0.99
-    assert gd["max_abs_difference"] < 0.1 and gd["iterations"] > 10
+    # Standardised x: each step shrinks the error by 0.9, so a step under 1e-3 means an
+    # error under 9e-3 (in x's units it is smaller still for this data).
+    assert gd["features"] == "standardized" and gd["iterations"] > 10
+    assert gd["max_abs_difference"] < 1e-2 and gd["max_abs_difference_x_units"] < 1e-2
     for name in ("sgd.png", "gradient_descent.png", "results.json", "config.json"):
         assert (tmp_path / name).stat().st_size > 0, name
 
