@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -38,7 +38,7 @@ def train_classifier(
     arch: str,
     arch_kwargs: dict[str, Any],
     prepare: Callable[[jax.Array], jax.Array],
-    layout: str,
+    layout: Literal["flat", "chw", "hw"],
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
@@ -78,23 +78,24 @@ def train_classifier(
 
     # Standardising uses the training set's pixel statistics, for the test set too; the
     # card records them so that `zoo eval` and users feed the model what it trained on.
-    stats = {}
+    mean, std = 0.0, 1.0  # what `Preprocess` records for "unit", where they are unused
     if config.normalize == "standard":
-        stats = {
-            "mean": float(train_x.mean(dtype=np.float64)),
-            "std": float(train_x.std(dtype=np.float64)),
-        }
+        mean = float(train_x.mean(dtype=np.float64))
+        std = float(train_x.std(dtype=np.float64))
     data = zoo.data.batches(
         {"image": train_x, "label": train_y},
         config.batch_size,
         seed=config.seed,
         num_epochs=None,
         normalize=config.normalize,
-        **stats,
+        mean=mean,
+        std=std,
     )
     steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
     test = {
-        "image": zoo.hub.Preprocess(layout="hw", normalize=config.normalize, **stats)(test_x),
+        "image": zoo.hub.Preprocess(layout="hw", normalize=config.normalize, mean=mean, std=std)(
+            test_x
+        ),
         "label": test_y.astype(np.int32),
     }
 
@@ -160,7 +161,7 @@ def train_classifier(
         "wall_time_s": wall,
     }
     write_json(out / "results.json", summary)
-    preprocess = zoo.hub.Preprocess(layout=layout, normalize=config.normalize, **stats)
+    preprocess = zoo.hub.Preprocess(layout=layout, normalize=config.normalize, mean=mean, std=std)
     publish(
         recipe,
         config,

@@ -29,7 +29,7 @@ def _flag(name: str) -> str:
 
 
 def _parse_value(recipe: str, field: dataclasses.Field, text: str) -> Any:
-    kind = field.type
+    kind: Any = field.type  # a real type: no recipe module defers its annotations
     origin = typing.get_origin(kind)
     try:
         if kind is bool:
