@@ -88,8 +88,9 @@ def train_classifier(
         seed=config.seed,
         num_epochs=None,
         normalize=config.normalize,
-        mean=mean,
-        std=std,
+        # The pipeline refuses statistics it would not use.
+        mean=mean if config.normalize == "standard" else None,
+        std=std if config.normalize == "standard" else None,
     )
     steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
     test = {
