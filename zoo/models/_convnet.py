@@ -4,11 +4,57 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax.lax as lax
+import jax.numpy as jnp
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._activations import get_activation
 from ._validate import per_layer, positive_int
+
+
+def _conv_hwc(conv: eqx.nn.Conv2d, x: Float[Array, "1 h w c"]) -> Float[Array, "1 h2 w2 o"]:
+    """`conv` (its own OIHW weights) applied channels-last, the layout XLA:CPU's convolutions
+    and per-channel reductions run fastest in."""
+    y = lax.conv_general_dilated(
+        x,
+        conv.weight,
+        conv.stride,
+        conv.padding,
+        rhs_dilation=conv.dilation,
+        feature_group_count=conv.groups,
+        dimension_numbers=("NHWC", "OIHW", "NHWC"),
+    )
+    return y if conv.bias is None else y + conv.bias.reshape(1, 1, 1, -1)
+
+
+def _batch_norm_hwc(
+    norm: eqx.nn.BatchNorm, x: Float[Array, "1 h w c"], state: eqx.nn.State
+) -> tuple[Float[Array, "1 h w c"], eqx.nn.State]:
+    """`eqx.nn.BatchNorm(mode="batch")` on a channels-last map: the same statistics, running
+    averages and zero-debiased inference, read from and written to `norm`'s own state."""
+    counter = state.get(norm.batch_counter)
+    hidden_mean, hidden_var = state.get(norm.batch_state_index)
+    if norm.inference:
+        debias = jnp.where(counter == 0, 1, 1 - norm.momentum**counter)
+        mean, var = hidden_mean / debias, hidden_var / debias
+    else:
+        mean = lax.pmean(jnp.mean(x, axis=(0, 1, 2)), norm.axis_name)
+        centred = x - mean.reshape(1, 1, 1, -1)
+        var = lax.pmean(jnp.mean(jnp.square(centred), axis=(0, 1, 2)), norm.axis_name)
+        var = jnp.maximum(0.0, var)
+        m = norm.momentum
+        state = state.set(norm.batch_counter, counter + 1)
+        state = state.set(
+            norm.batch_state_index,
+            (hidden_mean * m + mean * (1 - m), hidden_var * m + var * (1 - m)),
+        )
+    channel = (1, 1, 1, -1)
+    y = (x - mean.reshape(channel)) / jnp.sqrt(var + norm.eps).reshape(channel)
+    if norm.channelwise_affine:
+        assert norm.weight is not None and norm.bias is not None
+        y = y * norm.weight.reshape(channel) + norm.bias.reshape(channel)
+    return y, state
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -163,15 +209,18 @@ class ConvNet(eqx.Module):
         """
         check_shape("ConvNet", "x", x, (self.in_channels, *self.image_size))
         act = get_activation("ConvNet", self.activation)
+        # The layers keep Equinox's channels-first parameters, but the maps flow channels-last
+        # (N=1 here; vmap adds the batch): on XLA:CPU a training step runs 10-15% faster.
+        h = jnp.moveaxis(x, 0, -1)[None]
         for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
-            x = conv(x)
+            h = _conv_hwc(conv, h)
             if norm is not None:
-                x, state = norm(x, state)
-            x = act(x)
+                h, state = _batch_norm_hwc(norm, h, state)
+            h = act(h)
             if pool > 1:
-                # A pooling layer holds no arrays, so it is built here from the static size.
-                x = eqx.nn.MaxPool2d(pool, stride=pool)(x)
-        x = x.reshape(-1)
+                window = (1, pool, pool, 1)
+                h = lax.reduce_window(h, -jnp.inf, lax.max, window, window, "VALID")
+        x = jnp.transpose(h[0], (2, 0, 1)).reshape(-1)  # flattened (C, H, W), as the head expects
         keys = (
             [None] * (len(self.hidden) + 1) if key is None else jr.split(key, len(self.hidden) + 1)
         )
