@@ -33,8 +33,10 @@ def _batch_norm_hwc(
 ) -> tuple[Float[Array, "1 h w c"], eqx.nn.State]:
     """`eqx.nn.BatchNorm(mode="batch")` on a channels-last map: the same statistics, running
     averages and zero-debiased inference, read from and written to `norm`'s own state."""
-    counter = state.get(norm.batch_counter)
-    hidden_mean, hidden_var = state.get(norm.batch_state_index)
+    counter_index, stats_index = norm.batch_counter, norm.batch_state_index
+    assert counter_index is not None and stats_index is not None  # mode="batch" has both
+    counter = state.get(counter_index)
+    hidden_mean, hidden_var = state.get(stats_index)
     if norm.inference:
         debias = jnp.where(counter == 0, 1, 1 - norm.momentum**counter)
         mean, var = hidden_mean / debias, hidden_var / debias
@@ -44,9 +46,9 @@ def _batch_norm_hwc(
         var = lax.pmean(jnp.mean(jnp.square(centred), axis=(0, 1, 2)), norm.axis_name)
         var = jnp.maximum(0.0, var)
         m = norm.momentum
-        state = state.set(norm.batch_counter, counter + 1)
+        state = state.set(counter_index, counter + 1)
         state = state.set(
-            norm.batch_state_index,
+            stats_index,
             (hidden_mean * m + mean * (1 - m), hidden_var * m + var * (1 - m)),
         )
     channel = (1, 1, 1, -1)
