@@ -238,6 +238,8 @@ def bench_workload(name: str, plan: Plan) -> dict:
     }
     if isinstance(s.weights, W.ConvNetWeights):
         result["conv_diagnostic"] = roofline.conv_diagnostic(s.weights, wl.batch_size, 5)
+    if isinstance(s.weights, W.MLPWeights):
+        result["dense_diagnostic"] = roofline.dense_diagnostic(s.weights, wl.batch_size, 30)
     result["wall_s"] = time.perf_counter() - t0
     result["phases_s"] = phases
     print(
@@ -575,6 +577,16 @@ def markdown(results: dict) -> str:
         for a in keys:
             cells = " | ".join(f"{r['ratios'][a][b]:.2f}" for b in keys)
             lines.append(f"| {SHORT.get(a) or a} | {cells} |")
+        if "dense_diagnostic" in r and zoo:
+            d = r["dense_diagnostic"]
+            lines += [
+                "",
+                f"The model's matmuls alone (forward, weight and input gradients, batch "
+                f"{s['batch_size']}, {d['gflop']:.3g} GFLOP): XLA {d['xla_ms']:.2f} ms "
+                f"({d['xla_gflops']:.1f} GFLOP/s, {1e3 / d['xla_ms']:.1f} steps/s if a step were "
+                f"nothing else); zoo's whole step takes {1e3 / zoo:.2f} ms, "
+                f"{zoo * d['xla_ms'] / 1e3:.2f}x of that bound.",
+            ]
         if "conv_diagnostic" in r and zoo:
             d = r["conv_diagnostic"]
             torch_part = (

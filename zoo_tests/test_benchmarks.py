@@ -94,3 +94,17 @@ def test_gru_contenders_agree():
     # zoo generates its OU batches inside the step from the train state's key; the others
     # get the same batches made ahead from the same keys.
     _check(_losses("gru", MODELS, lambda s: _workloads.ou_batches(s.train_key, 2)))
+
+
+def test_dense_diagnostic_counts_the_matmuls_it_runs():
+    import jax.random as jr
+
+    import zoo
+    from benchmarks.contenders import _workloads as W, roofline
+
+    weights = W.weights_of(zoo.MLP(in_size=6, out_size=3, width=5, depth=1, key=jr.PRNGKey(0)))
+    d = roofline.dense_diagnostic(weights, 4, repeats=2)
+    # Forward (6x5, 5x3), weight gradients (both), input gradient (the second layer's only).
+    macs = 4 * (30 + 15) + 4 * (30 + 15) + 4 * 15
+    assert d["gflop"] == pytest.approx(2 * macs / 1e9)
+    assert d["xla_ms"] > 0 and d["xla_gflops"] == pytest.approx(d["gflop"] / d["xla_ms"] * 1e3)

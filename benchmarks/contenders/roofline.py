@@ -87,6 +87,48 @@ def best_rate(*measurements: dict) -> float:
     return max(r for r in rates if r is not None)
 
 
+def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> dict:
+    """The MLP's own matmuls alone, in XLA: forward, weight gradients and input gradients
+    (none for the first layer's input), in ms and GFLOP/s.
+
+    These shapes (a contraction over the batch of 100 for the weight gradients, say) run well
+    below a big square matmul's rate, so this is the bound a training step of this model can
+    actually approach; the roofline above is the hardware's.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    kernels = [jnp.asarray(k.T) for k, _ in weights.layers]  # (in, out)
+    x = jnp.asarray(rng.random((batch_size, kernels[0].shape[0]), np.float32))
+    grads = [jnp.asarray(rng.random((batch_size, k.shape[1]), np.float32)) for k in kernels]
+
+    def matmuls(kernels, x, grads):
+        inputs, h = [], x
+        for k in kernels:
+            inputs.append(h)
+            h = h @ k
+        out = [h]
+        for i, (k, a, g) in enumerate(zip(kernels, inputs, grads)):
+            out.append(a.T @ g)  # the weight gradient
+            if i:
+                out.append(g @ k.T)  # the gradient of the layer's input
+        return out
+
+    fn = jax.jit(matmuls)
+    jax.block_until_ready(fn(kernels, x, grads))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(kernels, x, grads))
+        times.append(time.perf_counter() - t)
+    ms = 1e3 * float(np.median(times))
+    # What these matmuls compute: `6 x multiply-adds x batch` less the first layer's input
+    # gradient, which no training step needs (XLA drops it from zoo's step too).
+    flops = train_flops(weights, batch_size) - 2.0 * kernels[0].size * batch_size
+    return {"gflop": flops / 1e9, "xla_ms": ms, "xla_gflops": flops / (ms / 1e3) / 1e9}
+
+
 def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) -> dict:
     """Forward and backward of the conv layers alone, XLA against torch, in ms and GFLOP/s.
 
