@@ -1,11 +1,13 @@
 """The experiment's BatchNorm ConvNet on MNIST-format images (Fashion-MNIST by default).
 
     zoo train mnist_cnn                  # or: python -m recipes.mnist_cnn
-    zoo train mnist_cnn --preset strong --epochs 15 --augment flip  # 2 conv blocks, BN, pooling
+    zoo train mnist_cnn --preset strong --epochs 15  # two conv blocks with BatchNorm and pooling
 
 Adam 1e-3 (cosine-decayed), batch 100, 10 epochs; BatchNorm statistics are carried through
-training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.28% on
-Fashion-MNIST (88.78% with `--lr-schedule constant`); the strong preset 93.46% in 15 epochs.
+training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.29% on
+Fashion-MNIST in 129 s of training on 2 cores (88.78% with `--lr-schedule constant`); the
+strong preset 93.46% in 15 epochs. `--augment flip` mirrors training images at random; it did
+not help the strong preset here (93.23% in 15 epochs, 93.44% in 25).
 Writes config.json, metrics.jsonl, training.png, results.json and the model (model/).
 """
 
