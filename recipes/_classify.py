@@ -40,6 +40,7 @@ def train_classifier(
     prepare: Callable[[jax.Array], jax.Array],
     layout: Literal["flat", "chw", "hw"],
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
     cross-entropy, evaluating on the test split after every epoch.
@@ -68,6 +69,12 @@ def train_classifier(
             f"{recipe}: --batch-size {config.batch_size} must be divisible by the "
             f"{mesh.devices.size} devices it is split over (--devices)"
         )
+    try:
+        loss_fn = zoo.train.classification_loss(
+            prepare=prepare, augment=augment, label_smoothing=label_smoothing
+        )
+    except ValueError as e:
+        raise ConfigError(f"{recipe}: --label-smoothing: {e}") from None
     main = is_main_process()
     out = prepare_workdir(workdir, config, resume=config.resume)
     cache = zoo.train.enable_compilation_cache()
@@ -111,9 +118,7 @@ def train_classifier(
     train_state = zoo.train.init_train_state(
         model, optimizer, key=k_train, model_state=model_state if stateful else None
     )
-    step = zoo.train.TrainStep(
-        zoo.train.classification_loss(prepare=prepare, augment=augment), optimizer
-    )
+    step = zoo.train.TrainStep(loss_fn, optimizer)
     evaluator = zoo.train.Evaluator(
         zoo.train.classification_metrics(prepare=prepare),
         test,

@@ -32,6 +32,7 @@ class Config:
     bn_momentum: float = 0.99  # BatchNorm running statistics; lower it for very short runs
     normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
     augment: Literal["none", "flip"] = "none"  # flip: mirror training images at random
+    label_smoothing: float = 0.0  # weight on a uniform target in the cross-entropy
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
     batch_size: int = 100
@@ -62,6 +63,7 @@ def train(config: Config, workdir: str):
         prepare=_add_channel,
         layout="chw",
         augment=AUGMENTATIONS[config.augment],
+        label_smoothing=config.label_smoothing,
     )
 
 

@@ -138,3 +138,14 @@ def test_help_lists_every_config_field(capsys):
     for field in ("--hidden-size", "--batch-size", "--learning-rate", "--batches", "--workdir"):
         assert field in out
     assert os.environ.get("ZOO_HOME")  # the fixture's, not the user's
+
+
+@needs_fashion
+def test_bad_label_smoothing_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from recipes import mnist_cnn
+
+    workdir = tmp_path / "run"
+    assert mnist_cnn.main(["--label-smoothing", "1.5", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: mnist_cnn: --label-smoothing: label_smoothing must be in [0, 1), got 1.5"
+    assert not workdir.exists()

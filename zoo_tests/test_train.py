@@ -481,3 +481,22 @@ def test_sigkill_during_write_keeps_previous_checkpoint(tmp_path):
     # The next save clears the dead writer's temporary file.
     zt.save_checkpoint(tmp_path, restored)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_classification_loss_label_smoothing(getkey):
+    import zoo
+
+    model = zoo.MLP(in_size=4, out_size=3, width=8, depth=1, key=getkey())
+    batch = {"image": jr.normal(getkey(), (5, 4)), "label": jnp.array([0, 1, 2, 1, 0])}
+    logits = np.asarray(jax.vmap(model)(batch["image"]), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = 0.8 * np.eye(3)[np.asarray(batch["label"])] + 0.2 / 3
+    expected = -(targets * log_p).sum(-1).mean()
+    loss, _ = zt.classification_loss(label_smoothing=0.2)(model, None, batch, getkey())
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    plain, _ = zt.classification_loss()(model, None, batch, getkey())
+    np.testing.assert_allclose(
+        plain, -log_p[np.arange(5), np.asarray(batch["label"])].mean(), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="label_smoothing"):
+        zt.classification_loss(label_smoothing=1.0)

@@ -95,6 +95,7 @@ def classification_loss(
     labels: str = "label",
     prepare: Callable | None = None,
     augment: Callable[[Array, PRNGKeyArray], Array] | None = None,
+    label_smoothing: float = 0.0,
 ) -> LossFn:
     """Softmax cross-entropy with integer labels, with accuracy as a metric.
 
@@ -108,9 +109,15 @@ def classification_loss(
     - `augment`: `augment(x, key) -> x`, applied to the input batch before `prepare` with a
       key split off the step's key, e.g. [`zoo.data.random_flip`][]. Training only: the
       matching metric function sees the data as it is.
+    - `label_smoothing`: the weight moved from the true class to a uniform distribution over
+      all classes (`optax.smooth_labels`); 0 is plain cross-entropy.
 
     **Returns:** a loss function; its metrics are `{"accuracy": ...}`.
+
+    **Raises:** `ValueError` for a `label_smoothing` outside `[0, 1)`.
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
 
     def loss_fn(model, model_state, batch, key):
         x = batch[inputs]
@@ -121,7 +128,12 @@ def classification_loss(
             x = prepare(x)
         logits, model_state = batch_apply(model, model_state, x, key=key)
         y = jnp.asarray(batch[labels]).astype(jnp.int32)
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+        if label_smoothing:
+            targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+            targets = optax.smooth_labels(targets, label_smoothing)
+            loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
+        else:
+            loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(logits.dtype))
         return loss, (model_state, {"accuracy": accuracy})
 
