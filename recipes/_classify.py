@@ -85,10 +85,9 @@ def train_classifier(
 
     # Standardising uses the training set's pixel statistics, for the test set too; the
     # card records them so that `zoo eval` and users feed the model what it trained on.
-    mean, std = 0.0, 1.0  # what `Preprocess` records for "unit", where they are unused
-    if config.normalize == "standard":
-        mean = float(train_x.mean(dtype=np.float64))
-        std = float(train_x.std(dtype=np.float64))
+    standard = config.normalize == "standard"
+    mean = float(train_x.mean(dtype=np.float64)) if standard else 0.0  # what "unit" records
+    std = float(train_x.std(dtype=np.float64)) if standard else 1.0
     data = zoo.data.batches(
         {"image": train_x, "label": train_y},
         config.batch_size,
@@ -96,8 +95,8 @@ def train_classifier(
         num_epochs=None,
         normalize=config.normalize,
         # The pipeline refuses statistics it would not use.
-        mean=mean if config.normalize == "standard" else None,
-        std=std if config.normalize == "standard" else None,
+        mean=mean if standard else None,
+        std=std if standard else None,
     )
     steps = zoo.data.steps_per_epoch(len(train_x), config.batch_size)
     test = {

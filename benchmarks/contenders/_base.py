@@ -83,3 +83,20 @@ class PerStep(Contender):
 
     def epoch_input(self, batch: Batch):
         return batch
+
+
+class JaxPerStep(PerStep):
+    """A JAX contender that makes one call per step and keeps its training state in
+    `self.state` (a PyTree): batches go to the device first, `sync` waits on the state."""
+
+    state: object = None
+
+    def to_device(self, batch: Batch):
+        import jax
+
+        return jax.device_put(batch)
+
+    def sync(self) -> None:
+        import jax
+
+        jax.block_until_ready(self.state)

@@ -10,17 +10,18 @@
 
 Layers are Flax's own (`nnx.Linear`, `nnx.Conv` NHWC with SAME padding, `nnx.BatchNorm` with
 its defaults but zoo's momentum and epsilon); the GRU cell, which Flax defines with other
-equations than zoo's, is written with `nnx.Param`s so the model is the same.
+equations than zoo's, holds `nnx.Param`s and runs raw JAX's `gru_scan`, so the model is the
+same.
 """
 
 import jax
-import jax.lax as lax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from . import _workloads as W
-from ._base import PerStep
+from ._base import JaxPerStep
+from .raw_jax import gru_scan
 
 
 def _const(value):
@@ -119,18 +120,7 @@ class GRU(nnx.Module):
 
     def __call__(self, xs):
         xw = nnx.relu(self.embed(xs)) @ self.w_ih[...] + self.bias[...]
-        h0, w_hh = self.h0[...], self.w_hh[...]
-        n = h0.shape[0]
-        u_zr, u_h = w_hh[:, : 2 * n], w_hh[:, 2 * n :]
-
-        def cell(h, xw_t):
-            zr = jax.nn.sigmoid(xw_t[:, : 2 * n] + h @ u_zr)
-            z, r = zr[:, :n], zr[:, n:]
-            c = jnp.tanh(xw_t[:, 2 * n :] + (r * h) @ u_h)
-            h = z * h + (1 - z) * c
-            return h, h
-
-        _, hs = lax.scan(cell, jnp.broadcast_to(h0, (xs.shape[0], n)), jnp.swapaxes(xw, 0, 1))
+        hs = gru_scan(xw, self.h0[...], self.w_hh[...])
         return jnp.swapaxes(self.readout(hs), 0, 1)
 
 
@@ -165,7 +155,7 @@ def _train_step(loss):
     return train_step
 
 
-class FlaxJit(PerStep):
+class FlaxJit(JaxPerStep):
     """Flax NNX's default: an `nnx.jit` train step called with the model and optimiser."""
 
     key = "flax_jit"
@@ -177,9 +167,6 @@ class FlaxJit(PerStep):
             self.model, optax.adam(workload.learning_rate), wrt=nnx.Param
         )
         self._step = nnx.jit(_train_step(loss_function(weights)))
-
-    def to_device(self, batch: W.Batch):
-        return jax.device_put(batch)
 
     def step(self, batch) -> jax.Array:
         return self._step(self.model, self.optimizer, batch)
@@ -202,7 +189,7 @@ class FlaxCachedPartial(FlaxJit):
         return self._cached(batch)
 
 
-class FlaxSplit(PerStep):
+class FlaxSplit(JaxPerStep):
     """The functional loop: `nnx.split` once, `jax.jit` over the state, `nnx.merge` inside."""
 
     key = "flax_split"
@@ -222,12 +209,6 @@ class FlaxSplit(PerStep):
 
         self._step = jax_train_step
 
-    def to_device(self, batch: W.Batch):
-        return jax.device_put(batch)
-
     def step(self, batch) -> jax.Array:
         loss, self.state = self._step(self.graphdef, self.state, batch)
         return loss
-
-    def sync(self) -> None:
-        jax.block_until_ready(self.state)

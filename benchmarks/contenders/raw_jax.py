@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from . import _workloads as W
-from ._base import PerStep
+from ._base import JaxPerStep
 
 
 def _cross_entropy(logits, labels):
@@ -96,12 +96,12 @@ def gru_params(w: W.GRUWeights) -> dict:
     }
 
 
-def gru_predict(params, xs):
-    """zoo.GRU's equations on a batch: `xs` `(batch, time, 1)` -> `(batch, time, 1)`."""
-    k, b = params["embed"]
-    xw = jax.nn.relu(xs @ k + b) @ params["w_ih"] + params["bias"]  # all time steps at once
-    n = params["h0"].shape[0]
-    u_zr, u_h = params["w_hh"][:, : 2 * n], params["w_hh"][:, 2 * n :]
+def gru_scan(xw, h0, w_hh):
+    """zoo.GRUCell's recurrence over time: `xw` `(batch, time, 3n)` holds every step's input
+    projection, `h0` `(n,)`, `w_hh` `(n, 3n)`; returns every hidden state `(time, batch, n)`.
+    Shared with the NNX contender, whose GRU is the same model."""
+    n = h0.shape[0]
+    u_zr, u_h = w_hh[:, : 2 * n], w_hh[:, 2 * n :]
 
     def cell(h, xw_t):
         zr = jax.nn.sigmoid(xw_t[:, : 2 * n] + h @ u_zr)
@@ -110,8 +110,15 @@ def gru_predict(params, xs):
         h = z * h + (1 - z) * c
         return h, h
 
-    h0 = jnp.broadcast_to(params["h0"], (xs.shape[0], n))
-    _, hs = lax.scan(cell, h0, jnp.swapaxes(xw, 0, 1))
+    _, hs = lax.scan(cell, jnp.broadcast_to(h0, (xw.shape[0], n)), jnp.swapaxes(xw, 0, 1))
+    return hs
+
+
+def gru_predict(params, xs):
+    """zoo.GRU's equations on a batch: `xs` `(batch, time, 1)` -> `(batch, time, 1)`."""
+    k, b = params["embed"]
+    xw = jax.nn.relu(xs @ k + b) @ params["w_ih"] + params["bias"]  # all time steps at once
+    hs = gru_scan(xw, params["h0"], params["w_hh"])
     k, b = params["readout"]
     return jnp.swapaxes(hs @ k + b, 0, 1)
 
@@ -132,7 +139,7 @@ def _gru_loss(params, stats, batch):
     return jnp.mean(jnp.square(gru_predict(params, batch["x"]) - batch["y"])), stats
 
 
-class RawJax(PerStep):
+class RawJax(JaxPerStep):
     """Pure functions and `jax.jit`, one call per step (see the module docstring)."""
 
     key = "raw_jax"
@@ -163,13 +170,7 @@ class RawJax(PerStep):
         self._update = update
         self.state = (params, stats, tx.init(params))
 
-    def to_device(self, batch: W.Batch):
-        return jax.device_put(batch)
-
     def step(self, batch) -> jax.Array:
         params, stats, opt_state, loss = self._update(*self.state, batch)
         self.state = (params, stats, opt_state)
         return loss
-
-    def sync(self) -> None:
-        jax.block_until_ready(self.state)

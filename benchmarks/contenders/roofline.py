@@ -87,6 +87,20 @@ def best_rate(*measurements: dict) -> float:
     return max(r for r in rates if r is not None)
 
 
+def _median_ms(repeats: int, fn, *args) -> float:
+    """Median wall time of `fn(*args)` over `repeats` calls after a warm-up call, in ms,
+    waiting for JAX outputs to be computed (other outputs are ready on return)."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
 def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> dict:
     """The MLP's own matmuls alone, in XLA: forward, weight gradients and input gradients
     (none for the first layer's input), in ms and GFLOP/s.
@@ -115,14 +129,7 @@ def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> di
                 out.append(g @ k.T)  # the gradient of the layer's input
         return out
 
-    fn = jax.jit(matmuls)
-    jax.block_until_ready(fn(kernels, x, grads))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(kernels, x, grads))
-        times.append(time.perf_counter() - t)
-    ms = 1e3 * float(np.median(times))
+    ms = _median_ms(repeats, jax.jit(matmuls), kernels, x, grads)
     # What these matmuls compute: `6 x multiply-adds x batch` less the first layer's input
     # gradient, which no training step needs (XLA drops it from zoo's step too).
     flops = train_flops(weights, batch_size) - 2.0 * kernels[0].size * batch_size
@@ -152,15 +159,6 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
             x = jax.nn.relu(x + b)
         return jnp.sum(x)
 
-    def median_ms(fn, *args) -> float:
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t)
-        return 1e3 * float(np.median(times))
-
     grad = jax.grad(conv_stack)
 
     def in_scan(convs, x):
@@ -171,8 +169,8 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
     flops = 6.0 * macs * batch_size
     out = {
         "gflop": flops / 1e9,
-        "xla_ms": median_ms(jax.jit(grad), convs, x),
-        "xla_scan_ms": median_ms(jax.jit(in_scan), convs, x),
+        "xla_ms": _median_ms(repeats, jax.jit(grad), convs, x),
+        "xla_scan_ms": _median_ms(repeats, jax.jit(in_scan), convs, x),
     }
     out["xla_gflops"] = flops / (out["xla_ms"] / 1e3) / 1e9
     try:
@@ -192,7 +190,7 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
             y = torch.relu(conv(y if pad is None else torch.nn.functional.pad(y, pad)))
         y.sum().backward()
 
-    out["torch_ms"] = median_ms(torch_stack)
+    out["torch_ms"] = _median_ms(repeats, torch_stack)  # torch runs eagerly: nothing to wait on
     out["torch_gflops"] = flops / (out["torch_ms"] / 1e3) / 1e9
     return out
 

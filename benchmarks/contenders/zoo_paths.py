@@ -20,7 +20,7 @@ import optax
 import zoo.train
 
 from . import _workloads as W
-from ._base import Contender, PerStep
+from ._base import Contender, JaxPerStep
 
 
 class ZooDefault(Contender):
@@ -87,7 +87,7 @@ class ZooDefault(Contender):
         self._fit(batches, n)
 
 
-class ZooFilterJit(PerStep):
+class ZooFilterJit(JaxPerStep):
     """One `eqx.filter_jit` call per optimiser step, with zoo's model and loss."""
 
     key = "zoo_jit"
@@ -113,13 +113,7 @@ class ZooFilterJit(PerStep):
         self._step = step
         self.state = (model, model_state, optimizer.init(eqx.filter(model, eqx.is_inexact_array)))
 
-    def to_device(self, batch: W.Batch):
-        return jax.device_put(batch)
-
     def step(self, batch) -> jax.Array:
         model, model_state, opt_state, loss = self._step(*self.state, batch)
         self.state = (model, model_state, opt_state)
         return loss
-
-    def sync(self) -> None:
-        jax.block_until_ready(self.state)
