@@ -8,8 +8,6 @@ from . import _typecheck
 
 _typecheck.install_if_requested()
 
-import importlib.metadata  # noqa: E402
-
 # --- models (foundation) ---
 from ._summary import summary as summary  # noqa: E402
 from .models import (  # noqa: E402
@@ -35,7 +33,4 @@ from .hub import (  # noqa: E402
     save_pretrained as save_pretrained,
 )
 
-try:
-    __version__ = importlib.metadata.version("eqx-zoo")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"
+from ._version import __version__ as __version__  # noqa: E402

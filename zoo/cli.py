@@ -17,6 +17,7 @@ import json
 import os
 import pkgutil
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -90,13 +91,23 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes_package() -> types.ModuleType | None:
+    """The recipes: `zoo.recipes` where zoo is installed, the checkout's `recipes/` otherwise
+    (a source tree on `sys.path` shadows the installed `zoo`, and its `zoo/` has no recipes)."""
+    for name in ("zoo.recipes", "recipes"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    return None
+
+
 def _known_recipes() -> list[str]:
-    try:
-        import recipes
-    except ModuleNotFoundError:
+    package = _recipes_package()
+    if package is None:
         return []
     return sorted(
-        m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_")
+        m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
     )
 
 
@@ -109,7 +120,9 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(f"recipes.{args.recipe}")
+    package = _recipes_package()
+    assert package is not None  # `known` is empty without it
+    module = importlib.import_module(f"{package.__name__}.{args.recipe}")
     return int(module.main(list(args.args)) or 0)
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._version import DISTRIBUTION
 from ._card import ModelCard
 from ._errors import (
     ArchitectureMismatchError,
@@ -230,7 +231,7 @@ def _versions() -> dict[str, str]:
     return {
         "jax": jax.__version__,
         "equinox": eqx.__version__,
-        "zoo": version("eqx-zoo"),
+        "zoo": version(DISTRIBUTION),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
