@@ -453,7 +453,17 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in ("equinox-zoo", "jax", "jaxlib", "equinox", "optax", "grain", "flax", "torch", "numpy"):
+    for dist in (
+        "equinox-zoo",
+        "jax",
+        "jaxlib",
+        "equinox",
+        "optax",
+        "grain",
+        "flax",
+        "torch",
+        "numpy",
+    ):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

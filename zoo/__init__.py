@@ -23,6 +23,7 @@ from .models import (  # noqa: E402
 
 # --- hub ---
 # isort: split
+from ._version import __version__ as __version__  # noqa: E402
 from .hub import (  # noqa: E402
     ModelCard as ModelCard,
     create_model as create_model,
@@ -32,5 +33,3 @@ from .hub import (  # noqa: E402
     register_model as register_model,
     save_pretrained as save_pretrained,
 )
-
-from ._version import __version__ as __version__  # noqa: E402

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _markdown import REPO, Block, blocks, console_steps, setup_commands
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
