@@ -97,7 +97,7 @@ def test_scan_generated_equals_single_steps(getkey):
 
 def test_no_recompilation(tmp_path, caplog):
     traces = []
-    base = zt.classification_loss(inputs="x", labels="y")
+    base = zt.classification_loss(input_key="x", label_key="y")
 
     def loss_fn(*args):
         traces.append(1)  # runs once per trace, never when a compiled call is reused
@@ -132,7 +132,7 @@ def test_fit_trains_and_logs(kind, tmp_path):
     train_state, step = h.setup(kind)
     x, y = h.arrays()
     evaluator = zt.Evaluator(
-        zt.classification_metrics(inputs="x", labels="y"), {"x": x, "y": y}, batch_size=24
+        zt.classification_metrics(input_key="x", label_key="y"), {"x": x, "y": y}, batch_size=24
     )
     out, history = zt.fit(
         train_state,
@@ -348,7 +348,7 @@ def test_evaluate_pads_without_recompiling(kind):
     x, y = h.arrays()
     x, y = x[:10], y[:10]
     calls = []
-    base = zt.classification_metrics(inputs="x", labels="y")
+    base = zt.classification_metrics(input_key="x", label_key="y")
 
     def metric_fn(*args):
         calls.append(1)
