@@ -53,7 +53,7 @@ def train_classifier(
     layout: Literal["flat", "chw", "hw"],
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     label_smoothing: float = 0.0,
-) -> tuple[Any, eqx.nn.State | None, list[dict[str, Any]]]:
+) -> tuple[Any, eqx.nn.State, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
     cross-entropy, evaluating on the test split after every epoch.
 
@@ -114,14 +114,13 @@ def train_classifier(
 
         k_model, k_train = jr.split(jr.PRNGKey(config.seed))
         model, model_state = zoo.create_model(arch, key=k_model, **arch_kwargs)
-        stateful = bool(jax.tree.leaves(model_state))
         if config.lr_schedule == "cosine":
             learning_rate = optax.cosine_decay_schedule(config.learning_rate, steps * config.epochs)
         else:
             learning_rate = config.learning_rate
         optimizer = optax.adam(learning_rate)
         train_state = zoo.train.init_train_state(
-            model, optimizer, key=k_train, model_state=model_state if stateful else None
+            model, optimizer, key=k_train, model_state=model_state
         )
         evaluator = zoo.train.Evaluator(
             zoo.train.classification_metrics(prepare=prepare),

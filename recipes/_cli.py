@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 import tyro
 
-from ._config import ConfigError, flag, is_steering, validate
+import zoo.train
+
+from ._config import ConfigError, flag, validate
 
 C = TypeVar("C")
 
@@ -121,7 +123,7 @@ def command_line(recipe: str, config: Any) -> str:
     parts = [f"zoo train {recipe}"]
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if is_steering(field) or value == field.default:
+        if zoo.train.is_steering(field) or value == field.default:
             continue
         parts += _value_args(field.name, value)
     return " ".join(parts)

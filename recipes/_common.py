@@ -30,21 +30,25 @@ def local_copy(tree: Any) -> Any:
     return jax.tree.map(local, tree)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
+def write_text(path: Path, text: str) -> None:
+    """Write `text` atomically: a temporary file in the same folder, fsynced, then a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (see `write_text`); a dataclass is written as its fields."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -6,9 +6,10 @@ metadata say what the run skeleton needs to know about a field:
 - `number(default, ge=..., gt=..., le=..., lt=...)`: a numeric field and its bounds. Every
   numeric field is declared this way (a test holds every recipe to it), so `validate`
   refuses `--epochs 0` or `--learning-rate nan` before any data is loaded or file written.
-- `steering(default)`: a field that only steers the run (where it writes, whether it
-  resumes, what it prints or publishes) and may change on `--resume` without changing the
-  result. The command line recorded in a model card leaves these out.
+- `steering(default)` (`zoo.train.steering_field`): a field that only steers the run
+  (where it writes, whether it resumes, what it prints or publishes) and may change on
+  `--resume` without changing the result; `fit`'s resume check ignores it, and the command
+  line recorded in a model card leaves it out.
 """
 
 import dataclasses
@@ -18,9 +19,10 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-# The metadata keys; `zoo.train`'s resume check reads the steering mark.
+import zoo.train
+
+# The metadata key of a numeric field's bounds (the steering mark is `zoo.train`'s own).
 BOUNDS = "zoo.recipes.bounds"
-STEERING = "zoo.recipes.steering"
 
 Tracker = Literal["jsonl", "tensorboard", "wandb"]
 
@@ -51,21 +53,17 @@ def number(
     """
     metadata: dict[str, Any] = {BOUNDS: {"ge": ge, "gt": gt, "le": le, "lt": lt}}
     if steering:
-        metadata[STEERING] = True
+        return zoo.train.steering_field(default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def steering(default: Any) -> Any:
-    """A config field that only steers the run (see the module docstring).
+    """A config field that only steers the run (see the module docstring): `fit`'s resume
+    check ignores it.
 
-    **Returns:** a `dataclasses.field` marked as steering in its metadata.
+    **Returns:** `zoo.train.steering_field(default)`.
     """
-    return dataclasses.field(default=default, metadata={STEERING: True})
-
-
-def is_steering(field: dataclasses.Field) -> bool:
-    """Whether `field` only steers the run (marked with `steering` or `number(steering=True)`)."""
-    return bool(field.metadata.get(STEERING))
+    return zoo.train.steering_field(default)
 
 
 @dataclasses.dataclass(frozen=True)

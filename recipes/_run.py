@@ -158,21 +158,12 @@ class Run(Generic[C]):
             log_every=config.log_every,
             progress=config.progress,
             mesh=self.mesh,
-            **self._trackers(folder),
+            trackers=tuple(config.trackers),
         )
         wall = time.perf_counter() - t0
         if self.main:
             train_state = local_copy(train_state)
         return Fitted(train_state, history, wall)
-
-    def _trackers(self, folder: Path) -> dict[str, Any]:
-        names = tuple(getattr(self.config, "trackers", ("jsonl",)))
-        if names == ("jsonl",):
-            return {}  # fit's own default
-        make_writers = getattr(zoo.train, "make_writers", None)
-        if make_writers is None:
-            raise ConfigError(f"{self.recipe}: --trackers {' '.join(names)}: not available yet")
-        return {"trackers": make_writers(names, folder, config=self.config)}
 
 
 def run_recipe(

@@ -111,11 +111,11 @@ def _body(config: Config, run: Run) -> tuple[Any, Report | None]:
         seqs = make_sequences(config, key, config.batch_size)
         return {"x": seqs["x"], "y": seqs["y"]}
 
-    loss = zoo.train.regression_loss(inputs="x", targets="y")
+    loss = zoo.train.regression_loss()  # inputs "x", targets "y"
     step = zoo.train.TrainStep(loss, optimizer, make_batch=make_batch)
     held_out = jax.device_get(make_sequences(config, k_eval, config.eval_sequences))
     evaluator = zoo.train.Evaluator(
-        zoo.train.regression_metrics(inputs="x", targets="y"),
+        zoo.train.regression_metrics(),
         {"x": held_out["x"], "y": held_out["y"]},
         batch_size=config.eval_sequences,
         prefix="test_",

@@ -3,7 +3,7 @@
     zoo list [PATTERN] [--pretrained]
     zoo info NAME [--json]
     zoo summary NAME [--pretrained]
-    zoo train RECIPE [--field value ...]
+    zoo train RECIPE [--field value ...] [--resume] [--help]
     zoo eval NAME --dataset fashion-mnist [--data-dir DIR]
 
 NAME is `arch` or `arch.tag`, a weights folder (any argument with a `/`, or starting with `.`
@@ -90,13 +90,23 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes_package():
+    """The recipes: `zoo.recipes` as installed, or a `recipes` folder of a source checkout."""
+    for name in ("zoo.recipes", "recipes"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name not in (name, "zoo.recipes"):
+                raise  # a recipe's own dependency is missing: that error says which
+    return None
+
+
 def _known_recipes() -> list[str]:
-    try:
-        import recipes
-    except ModuleNotFoundError:
+    package = _recipes_package()
+    if package is None:
         return []
     return sorted(
-        m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_")
+        m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
     )
 
 
@@ -109,7 +119,10 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(f"recipes.{args.recipe}")
+    package = _recipes_package()
+    assert package is not None
+    module = importlib.import_module(f"{package.__name__}.{args.recipe}")
+    # Everything after the recipe's name is the recipe's: its own parser (tyro) reads it.
     return int(module.main(list(args.args)) or 0)
 
 
@@ -224,14 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="run a recipe",
         description="Run a recipe: the same as 'python -m recipes.RECIPE [ARGS ...]'.",
-        epilog=f"Recipes: {known}. 'zoo train RECIPE --help' lists the recipe's fields.",
+        epilog=f"Recipes: {known}. 'zoo train RECIPE --help' lists the recipe's fields; "
+        "booleans are flags ('--resume', '--no-progress'), lists take several values "
+        "('--trackers jsonl tensorboard').",
     )
     p.add_argument("recipe", metavar="RECIPE", help="the recipe to run")
     p.add_argument(
         "args",
         nargs=argparse.REMAINDER,
         metavar="ARGS",
-        help="the recipe's options, e.g. '--epochs 5 --dataset fashion-mnist'",
+        help="the recipe's options, e.g. '--epochs 5 --dataset fashion-mnist --resume'",
     )
     p.set_defaults(func=_train)
 
