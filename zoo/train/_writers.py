@@ -10,6 +10,7 @@ after its last checkpoint.
 import importlib
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -113,7 +114,12 @@ class TensorBoardWriter:
     def start(self, step: int) -> None:
         """Open the event file; for a resumed run (`step > 0`) purge events after `step`."""
         purge = step + 1 if step > 0 else None
-        self._writer = self._tbx.SummaryWriter(str(self.logdir), purge_step=purge)
+        # tensorboardX names event files by the second; a resumed run started within the
+        # same second would overwrite the first file without a suffix of its own.
+        suffix = f".{time.time_ns()}"
+        self._writer = self._tbx.SummaryWriter(
+            str(self.logdir), purge_step=purge, filename_suffix=suffix
+        )
 
     def _open(self):
         if self._writer is None:
