@@ -85,12 +85,13 @@ def split_digits(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    images = digits_like_fashion(digits.images)
-    labels = digits.target.astype(np.int32)
-    train_x, test_x, train_y, test_y = train_test_split(
+    pixels, target = load_digits(return_X_y=True)
+    images = digits_like_fashion(np.asarray(pixels).reshape(-1, 8, 8))
+    labels = np.asarray(target, np.int32)
+    parts = train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
+    train_x, test_x, train_y, test_y = (np.asarray(p) for p in parts)
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
@@ -235,8 +236,10 @@ def results_table(results: list[dict[str, Any]]) -> str:
         cells = []
         for b in budgets:
             r = cell.get((mode, b))
-            acc = r and r["test_accuracy"]
-            cells.append("" if not acc else f"{100 * acc:.2f}% ({r['wall_time_s']:.0f} s)")
+            if r is None or r["test_accuracy"] is None:
+                cells.append("")
+            else:
+                cells.append(f"{100 * r['test_accuracy']:.2f}% ({r['wall_time_s']:.0f} s)")
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

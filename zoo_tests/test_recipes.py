@@ -406,14 +406,15 @@ def test_digits_look_like_fashion_mnist_images():
 
     from recipes import finetune
 
-    digits = load_digits()
-    images = finetune.digits_like_fashion(digits.images[:50])
+    pixels, _ = load_digits(return_X_y=True)
+    digits = np.asarray(pixels)[:50].reshape(50, 8, 8)
+    images = finetune.digits_like_fashion(digits)
     assert images.shape == (50, 28, 28) and images.dtype == np.uint8
     assert images.max() == 255 and images.min() == 0
     # Bilinear upsampling keeps each 8x8 image's mean brightness (on the 0..255 scale).
     np.testing.assert_allclose(
         images.reshape(50, -1).mean(1),
-        digits.images[:50].reshape(50, -1).mean(1) * 255 / 16,
+        digits.reshape(50, -1).mean(1) * 255 / 16,
         rtol=0.08,
     )
 
@@ -459,3 +460,22 @@ def test_finetune_recipe_runs_every_mode_and_writes_its_table(tmp_path):
     assert table.startswith("| mode | 10 per class |")
     assert f"| probe | {100 * results[0]['test_accuracy']:.2f}% (" in table
     assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+def test_trackers_flag_writes_tensorboard_under_the_run_folder(tmp_path):
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    from recipes import ou_gru
+
+    argv = ["--batches", "20", "--eval-every", "10", "--steps-per-dispatch", "10"]
+    argv += ["--log-every", "5", "--eval-sequences", "16", "--no-progress"]
+    argv += ["--trackers", "jsonl", "tensorboard", "--workdir", str(tmp_path)]
+    assert ou_gru.main(argv) == 0
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = [r["step"] for r in _records(tmp_path, "step")]
+    assert [e.step for e in acc.Scalars("loss")] == steps == [5, 10, 15, 20]
+    want = [r["test_mse"] for r in _records(tmp_path, "epoch")]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("test_mse")], want, rtol=1e-6)
