@@ -1,13 +1,14 @@
 """The callbacks `fit` is built from: signals, loss guard, metrics, checkpoints, evaluation,
 progress."""
 
+import io
 import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -253,7 +254,7 @@ class ProgressBar(Callback):
     every `every` steps instead of redrawing the bar. Process 0 only.
     """
 
-    def __init__(self, every: int = 100, *, file: TextIO | None = None):
+    def __init__(self, every: int = 100, *, file: io.TextIOBase | None = None):
         """**Arguments:**
 
         - `every`: steps between plain lines when `file` is not a terminal.
@@ -266,7 +267,7 @@ class ProgressBar(Callback):
         self._bar = None
         self._last = 0.0
 
-    def _out(self) -> TextIO:
+    def _out(self) -> Any:
         return sys.stderr if self.file is None else self.file
 
     def on_fit_start(self, ctx: FitContext) -> None:
