@@ -32,7 +32,7 @@ def _worker(device_counts: list[int], batch_sizes: list[int], k: int, rounds: in
 
     import zoo
     import zoo.train as zt
-    
+
     rng = np.random.default_rng(0)
     results = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
     results["cpu_count"] = os.cpu_count()

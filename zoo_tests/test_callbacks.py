@@ -99,6 +99,7 @@ def test_request_stop_saves_and_resumes_callback_state(tmp_path):
     assert "interrupted by StopAt at step 14 (epoch 2, batch 6 of 8)" in str(err)
     assert err.step == 14 and err.checkpoint == tmp_path / "checkpoints" / "step_000000014.ckpt"
     assert ("interrupt", 14) in rec.calls and rec.calls[-1] == ("fit_end", 14)
+    assert err.checkpoint is not None
     header = zt.read_checkpoint_header(err.checkpoint)
     assert header["data_state"]["callbacks"]["Recorder"] == {"n": 14}
     # Resumed: the callback's saved state comes back; the run finishes.
@@ -203,7 +204,9 @@ def test_metrics_log_writes_to_jsonl_and_its_state_is_saved(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == history
     assert [r["step"] for r in history if r["kind"] == "step"] == [3, 6]
-    header = zt.read_checkpoint_header(zt.latest_checkpoint(tmp_path / "checkpoints"))
+    latest = zt.latest_checkpoint(tmp_path / "checkpoints")
+    assert latest is not None
+    header = zt.read_checkpoint_header(latest)
     sums = header["data_state"]["callbacks"]["MetricsLog"]
     assert sums["window_steps"] == 2 and sums["epoch_steps"] == 8
     with pytest.raises(ValueError, match="log_every"):

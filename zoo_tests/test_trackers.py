@@ -107,7 +107,7 @@ def _wandb_records(path: Path) -> list[Any]:
         parts += data[pos + header : pos + header + length]
         pos += header + length
         if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # pyright: ignore[reportAttributeAccessIssue]
             record.ParseFromString(parts)
             records.append(record)
             parts = b""
@@ -176,6 +176,7 @@ def test_jsonl_writer_and_make_writers(tmp_path, monkeypatch):
 
     writers = zt.make_writers(["jsonl", "tensorboard"], tmp_path)
     assert [type(w) for w in writers] == [zt.JsonlWriter, zt.TensorBoardWriter]
+    assert isinstance(writers[1], zt.TensorBoardWriter)
     assert writers[1].logdir == tmp_path / "tensorboard"
     with pytest.raises(ValueError, match=r"unknown tracker\(s\) \['csv'\]"):
         zt.make_writers(["csv"], tmp_path)

@@ -521,7 +521,7 @@ def test_losses_name_the_batch_entries(getkey):
     loss, (out_state, metrics) = zt.classification_loss(input_key="pixels", label_key="target")(
         model, state, batch, getkey()
     )
-    log_p = _log_softmax(np.asarray(jax.vmap(model)(x), np.float64))
+    log_p = _log_softmax(np.asarray(jax.vmap(model)(jnp.asarray(x)), np.float64))
     np.testing.assert_allclose(loss, -log_p[np.arange(6), y].mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], np.mean(log_p.argmax(-1) == y), rtol=1e-6)
     assert isinstance(out_state, eqx.nn.State)
@@ -536,7 +536,7 @@ def test_losses_name_the_batch_entries(getkey):
     # Regression against NumPy: the mean over examples of each one's mean squared error.
     reg = zoo.MLP(in_size=4, out_size=2, width=8, depth=1, key=getkey())
     t = np.asarray(jr.normal(getkey(), (6, 2)))
-    pred = np.asarray(jax.vmap(reg)(x), np.float64)
+    pred = np.asarray(jax.vmap(reg)(jnp.asarray(x)), np.float64)
     got = zt.regression_metrics(input_key="a", target_key="b")(reg, state, {"a": x, "b": t})
     np.testing.assert_allclose(got["mse"], ((pred - t) ** 2).mean(1), rtol=1e-5)
     with pytest.raises(KeyError, match="target_key="):

@@ -121,7 +121,7 @@ class TensorBoardWriter:
             str(self.logdir), purge_step=purge, filename_suffix=suffix
         )
 
-    def _open(self):
+    def _open(self) -> Any:
         if self._writer is None:
             self.start(0)
         return self._writer
@@ -182,7 +182,7 @@ class WandbWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run = self._wandb.init(dir=str(self.dir), config=self._config, **self._init)
 
-    def _open(self):
+    def _open(self) -> Any:
         if self.run is None:
             self.start(0)
         return self.run
