@@ -1,6 +1,6 @@
 """The command line of every recipe: tyro reads the recipe's `Config` dataclass.
 
-    python -m zoo.recipes.mnist_mlp --epochs 5 --resume --trackers jsonl tensorboard
+    zoo train mnist_mlp --epochs 5 --resume --trackers jsonl tensorboard
     zoo train mnist_mlp --help
 
 Flags are the config's fields (`--learning-rate 3e-4`), booleans are `--resume` /

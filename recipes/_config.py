@@ -82,7 +82,9 @@ class BaseConfig:
 
     seed: int = number(0, ge=0)  # seeds the model's initialisation and the data order
     steps_per_dispatch: int = number(1, ge=1)  # optimiser steps per compiled call
-    devices: int | None = number(None, ge=1, steering=True)  # data parallel over N (all)
+    devices: int | None = number(
+        None, ge=1, steering=True
+    )  # data parallel over the first N (default all)
     resume: bool = steering(False)  # continue the run in --workdir from its last checkpoint
     progress: bool = steering(True)  # show a progress bar
     log_every: int = number(100, ge=1, steering=True)  # steps between logged training losses
@@ -112,11 +114,11 @@ def _bound_error(value: float, bounds: dict[str, float | None]) -> str | None:
     return f"must be in {low}, {high}"
 
 
-def _check_fields(recipe: str, config: Any, prefix: str = "") -> None:
+def _check_fields(recipe: str, config: Any) -> None:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
-            _check_fields(recipe, value, prefix)
+            _check_fields(recipe, value)
             continue
         bounds = field.metadata.get(BOUNDS)
         if bounds is None or value is None:

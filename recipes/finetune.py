@@ -14,8 +14,23 @@ the first 10, 50 or all (`0`) examples per class of one seeded order, so smaller
 are subsets of larger ones. Three modes, each trained for the same number of steps:
 
 - `probe`: the pretrained backbone frozen (BatchNorm statistics too), only the head trains;
-- `finetune`: every weight trains, from the pretrained ones, at a lower learning rate;
+- `finetune`: every weight trains, from the pretrained ones (`--finetune-learning-rate`);
 - `scratch`: the same architecture freshly initialised.
+
+The default run (300 steps of batch 32 each, Adam 1e-3; 9 runs in 305 s wall on 2 busy
+cores), test accuracy on 540 held-out digits and each run's wall time:
+
+| mode | 10 per class | 50 per class | all per class |
+|---|---|---|---|
+| probe | 82.41% (6 s) | 86.48% (6 s) | 88.15% (5 s) |
+| finetune | 94.44% (42 s) | 97.41% (54 s) | 98.70% (70 s) |
+| scratch | 94.26% (51 s) | 95.74% (35 s) | 97.59% (32 s) |
+
+Pretraining helps when every weight trains (+1.7 and +1.1 points at 50 and all labels per
+class) but not at 10 per class (+0.2 points, one test image), and the frozen Fashion-MNIST
+features are worse than training from scratch at every budget: clothing features do not
+separate digits linearly. With `--finetune-learning-rate 1e-4` fine-tuning reaches only
+92.04% / 95.56% / 95.93%.
 
 Writes one run folder per mode and budget (`probe-10/`: config.json, metrics.jsonl,
 checkpoints), results.json, results.md (the table) and accuracy.png (test accuracy against
@@ -59,7 +74,7 @@ class Config(BaseConfig):
     eval_every: int = number(100, ge=1)  # steps between test evaluations
     batch_size: int = number(32, ge=1)  # examples per step (fewer for a smaller budget)
     learning_rate: float = number(1e-3, gt=0)  # Adam, for probe and scratch
-    finetune_learning_rate: float = number(1e-4, gt=0)  # Adam, for the pretrained weights
+    finetune_learning_rate: float = number(1e-3, gt=0)  # Adam, from the pretrained weights
     log_every: int = number(50, ge=1, steering=True)  # steps between logged training losses
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import pkgutil
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -90,14 +91,14 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipes_package():
-    """The recipes: `zoo.recipes` as installed, or a `recipes` folder of a source checkout."""
+def _recipes_package() -> types.ModuleType | None:
+    """The recipes: `zoo.recipes` where zoo is installed, the checkout's `recipes/` otherwise
+    (a source tree on `sys.path` shadows the installed `zoo`, and its `zoo/` has no recipes)."""
     for name in ("zoo.recipes", "recipes"):
         try:
             return importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name not in (name, "zoo.recipes"):
-                raise  # a recipe's own dependency is missing: that error says which
+        except ModuleNotFoundError:
+            continue
     return None
 
 
@@ -120,9 +121,8 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 2
     package = _recipes_package()
-    assert package is not None
+    assert package is not None  # `known` is empty without it
     module = importlib.import_module(f"{package.__name__}.{args.recipe}")
-    # Everything after the recipe's name is the recipe's: its own parser (tyro) reads it.
     return int(module.main(list(args.args)) or 0)
 
 
