@@ -33,6 +33,7 @@ class SignalStop(Callback):
     """
 
     def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)):
+        """**Arguments:** `signals`: the signals that stop the run cleanly."""
         self.signals = tuple(signals)
         self.received: int | None = None
         self._previous: dict[int, Any] = {}

@@ -15,7 +15,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from ._loss import Batch, LossFn, Metrics
 from ._parallel import batch_sharding, replicated_sharding
 from ._state import TrainState
-from ._trainable import TrainableSpec, freeze_norm_stats, resolve_trainable
+from ._trainable import TrainableSpec, norms_in_inference_mode, resolve_trainable
 
 
 class Partition:
@@ -138,7 +138,7 @@ class TrainStep:
         self, ts: TrainState, batch: Batch, key: PRNGKeyArray, new_key: PRNGKeyArray
     ) -> tuple[TrainState, Metrics]:
         mask = self._mask(ts)
-        model = freeze_norm_stats(ts.model, mask) if self.freeze_norm_stats else ts.model
+        model = norms_in_inference_mode(ts.model, mask) if self.freeze_norm_stats else ts.model
         # Partition before differentiating: frozen leaves are constants of the loss, so the
         # compiler drops their weight gradients.
         params, frozen = eqx.partition(model, mask)

@@ -145,7 +145,7 @@ def _is_norm_layer(x: Any) -> bool:
     return has_state(x)
 
 
-def freeze_norm_stats(model: PyTree, mask: PyTree[bool]) -> PyTree:
+def norms_in_inference_mode(model: PyTree, mask: PyTree[bool]) -> PyTree:
     """`model` with every BatchNorm-like layer that has nothing to train in inference mode,
     so that it normalises with, and keeps, its running statistics."""
 

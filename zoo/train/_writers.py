@@ -88,6 +88,7 @@ class JsonlWriter:
         """Nothing: `fit` writes the config to `config.json` beside this file."""
 
     def close(self) -> None:
+        """Close the file (a later write reopens it, keeping what is there)."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -146,8 +147,9 @@ class WandbWriter:
     """Scalars and config to a Weights & Biases run (`wandb`; the `track` extra).
 
     Set `WANDB_MODE=offline` (or pass `mode="offline"`) to write the run to disk only, under
-    `<dir>/wandb/offline-run-*`, for `wandb sync` later; its `files/wandb-summary.json` holds
-    each metric's last value.
+    `<dir>/wandb/offline-run-*`, for `wandb sync` later. (The run's transaction log,
+    `run-*.wandb`, holds the history, summary and config; wandb's service process may finish
+    writing it shortly after `close()` returns.)
     """
 
     def __init__(
