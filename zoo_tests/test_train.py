@@ -511,9 +511,8 @@ def _log_softmax(z):
 
 
 def test_losses_name_the_batch_entries(getkey):
-    import zoo
 
-    model = zoo.MLP(in_size=4, out_size=3, width=8, depth=1, key=getkey())
+    model = eqx.nn.MLP(4, 3, 8, 1, key=getkey())
     x = np.asarray(jr.normal(getkey(), (6, 4)))
     y = np.array([0, 1, 2, 1, 0, 2])
     state = zt.empty_state()
@@ -534,7 +533,7 @@ def test_losses_name_the_batch_entries(getkey):
     with pytest.raises(KeyError, match=r"no entry 'label'.*label_key="):
         zt.classification_metrics(input_key="pixels")(model, state, batch)
     # Regression against NumPy: the mean over examples of each one's mean squared error.
-    reg = zoo.MLP(in_size=4, out_size=2, width=8, depth=1, key=getkey())
+    reg = eqx.nn.MLP(4, 2, 8, 1, key=getkey())
     t = np.asarray(jr.normal(getkey(), (6, 2)))
     pred = np.asarray(jax.vmap(reg)(jnp.asarray(x)), np.float64)
     got = zt.regression_metrics(input_key="a", target_key="b")(reg, state, {"a": x, "b": t})
