@@ -34,7 +34,6 @@ import optax
 import zoo
 import zoo.data
 import zoo.train as zt
-from zoo.train._fit import _Runner
 
 MLP_BATCH = 100
 OU_BATCH, OU_STEPS = 64, 10
@@ -83,7 +82,7 @@ def dispatch_cost(quick: bool) -> dict:
     n = 300 if quick else 2000
     model = eqx.nn.MLP(4, 2, 16, 1, key=jr.PRNGKey(0))
     optimizer = optax.adam(1e-3)
-    loss_fn = zt.classification_loss(inputs="x", labels="y")
+    loss_fn = zt.classification_loss(input_key="x", label_key="y")
     rng = np.random.default_rng(0)
     batch = {"x": rng.normal(size=(8, 4)).astype(np.float32), "y": np.zeros(8, np.int32)}
     device_batch = jax.device_put(batch)
@@ -113,7 +112,7 @@ def dispatch_cost(quick: bool) -> dict:
         _block(metrics)
         train_state = ts
 
-    runner = _Runner(step, train_state)
+    runner = zt.Runner(step, train_state)
 
     def run_fit_path():
         for _ in range(n):
@@ -163,7 +162,7 @@ def ou_gru(quick: bool) -> dict:
     n_single = 200 if quick else 1000
     model = zoo.GRU(key=jr.PRNGKey(0))
     optimizer = optax.adam(1e-4)
-    loss_fn = zt.regression_loss(inputs="x", targets="y")
+    loss_fn = zt.regression_loss(input_key="x", target_key="y")
     step = zt.TrainStep(loss_fn, optimizer, make_batch=_ou_batch)
     train_state = zt.init_train_state(model, optimizer, key=jr.PRNGKey(1))
     sample = jax.jit(_ou_batch)
@@ -180,7 +179,7 @@ def ou_gru(quick: bool) -> dict:
             m, o, v = naive(m, o, sample(data_key), loss_key)
         _block(v)
 
-    runner = _Runner(step, train_state)
+    runner = zt.Runner(step, train_state)
 
     def run_single():
         for _ in range(n_single):
@@ -245,7 +244,7 @@ def mlp(quick: bool) -> dict:
     flops_per_step = 6 * params * MLP_BATCH
     optimizer = optax.adam(1e-3)
     step = zt.TrainStep(
-        zt.classification_loss(inputs="image", labels="label", prepare=_flatten), optimizer
+        zt.classification_loss(input_key="image", label_key="label", prepare=_flatten), optimizer
     )
     train_state = zt.init_train_state(model, optimizer, key=jr.PRNGKey(1))
     rng = np.random.default_rng(0)
@@ -258,7 +257,7 @@ def mlp(quick: bool) -> dict:
         }
         for i in range(steps)
     ]
-    runner = _Runner(step, train_state)
+    runner = zt.Runner(step, train_state)
 
     def run_single():
         for b in host_batches:
@@ -346,7 +345,7 @@ def _first_step(cache: str | None) -> dict:
     model = zoo.MLP(key=jr.PRNGKey(0))
     optimizer = optax.adam(1e-3)
     step = zt.TrainStep(
-        zt.classification_loss(inputs="image", labels="label", prepare=_flatten), optimizer
+        zt.classification_loss(input_key="image", label_key="label", prepare=_flatten), optimizer
     )
     train_state = zt.init_train_state(model, optimizer, key=jr.PRNGKey(1))
     rng = np.random.default_rng(0)
@@ -354,7 +353,7 @@ def _first_step(cache: str | None) -> dict:
         "image": rng.random((100, MLP_BATCH, 28, 28), dtype=np.float32),
         "label": rng.integers(0, 10, (100, MLP_BATCH)).astype(np.int32),
     }
-    runner = _Runner(step, train_state)
+    runner = zt.Runner(step, train_state)
     _block(runner.scan(batches))
     return {"first_step_s": time.perf_counter() - t0}
 

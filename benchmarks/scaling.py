@@ -32,7 +32,6 @@ def _worker(device_counts: list[int], batch_sizes: list[int], k: int, rounds: in
 
     import zoo
     import zoo.train as zt
-    from zoo.train._fit import _Runner
 
     rng = np.random.default_rng(0)
     results = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
@@ -48,7 +47,7 @@ def _worker(device_counts: list[int], batch_sizes: list[int], k: int, rounds: in
             optimizer = optax.adam(1e-3)
             step = zt.TrainStep(zt.classification_loss(), optimizer)
             state = zt.init_train_state(model, optimizer, key=jr.PRNGKey(1))
-            runs[n] = _Runner(step, state, zt.data_mesh(jax.devices()[:n]))
+            runs[n] = zt.Runner(step, state, zt.data_mesh(jax.devices()[:n]))
             jax.block_until_ready(runs[n].scan(host))  # compile, warm up
         best = dict.fromkeys(device_counts, float("inf"))
         for _ in range(rounds):

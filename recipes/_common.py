@@ -1,4 +1,5 @@
-"""What every recipe does around training: a run folder, timings, plots."""
+"""What recipes write: JSON and figures (atomically), the local copy of a replicated model,
+training plots, and the saved model."""
 
 import dataclasses
 import json
@@ -9,33 +10,9 @@ from typing import Any
 
 import jax
 import matplotlib
-from jax.experimental import multihost_utils
 
 matplotlib.use("Agg")  # recipes run headless; plots go to PNG files
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def prepare_workdir(workdir: str | os.PathLike, config: Any, *, resume: bool) -> Path:
-    """Create the run folder. A folder that already holds a finished or running run is
-    refused unless resuming, so that no earlier result is silently overwritten."""
-    path = Path(workdir)
-    if path.exists() and any(path.iterdir()) and not resume:
-        marker = [p.name for p in path.iterdir() if p.name in ("metrics.jsonl", "checkpoints")]
-        if marker:
-            raise FileExistsError(
-                f"{path} already holds a run ({', '.join(marker)}); pass --resume true to "
-                f"continue it, or choose another --workdir"
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    if jax.process_count() > 1:
-        # Every process checks the folder before process 0 writes into it.
-        multihost_utils.sync_global_devices(f"recipes: prepare {path}")
-    return path
-
-
-def is_main_process() -> bool:
-    """Whether this process writes the run's outputs (process 0 of a multi-process run)."""
-    return jax.process_index() == 0
 
 
 def local_copy(tree: Any) -> Any:
@@ -53,23 +30,39 @@ def local_copy(tree: Any) -> Any:
     return jax.tree.map(local, tree)
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write `text` atomically: a temporary file in the same folder, fsynced, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    """Write JSON atomically (see `write_text`); a dataclass is written as its fields."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_figure(fig, path: Path) -> Path:
+    """Save `fig` as a PNG atomically (a temporary file, then a rename) and close it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -12,12 +12,13 @@ mean, unit variance), the usual preparation for gradient descent. Reaches (a) co
 2.992, 3.992, intercept 5.549 (noise U(0,1) adds 0.5), R^2 0.99959; (b) 61 steps, 0.0081
 from least squares (0.0049 in x's units). On raw x (`--gd-features raw`) the same rule
 stops after 127 steps 0.051 short: there the slow direction shrinks by only 0.985 a step.
-Writes config.json, metrics.jsonl, sgd.png, gradient_descent.png and results.json.
+Writes config.json, metrics.jsonl and checkpoints/ (of part a), sgd.png,
+gradient_descent.png and results.json.
 """
 
 import dataclasses
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.lax as lax
@@ -32,27 +33,29 @@ import zoo.data
 import zoo.train
 
 from . import _cli
-from ._common import prepare_workdir, save_figure, write_json
+from ._common import save_figure
+from ._config import BaseConfig, ConfigError, number
+from ._run import Plan, Report, Run, run_recipe
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    samples: int = 1000
-    batch_size: int = 100
-    learning_rate: float = 0.01
-    sgd_steps: int = 5000
-    gd_points: int = 100
-    gd_learning_rate: float = 0.05
-    gd_tolerance: float = 1e-3
+class Config(BaseConfig):
+    """Both parts' settings; the defaults are the experiment's."""
+
+    steps_per_dispatch: int = number(1000, ge=1)  # SGD steps per compiled call
+    log_every: int = number(50, ge=1, steering=True)  # SGD steps per logged mean loss
+    samples: int = number(1000, ge=2)  # (a): data points
+    batch_size: int = number(100, ge=1)  # (a): points per SGD batch, drawn with replacement
+    learning_rate: float = number(0.01, gt=0)  # (a): SGD's learning rate
+    sgd_steps: int = number(5000, ge=1)  # (a): SGD steps
+    gd_points: int = number(100, ge=2)  # (b): data points
+    gd_learning_rate: float = number(0.05, gt=0)  # (b): gradient descent's learning rate
+    gd_tolerance: float = number(1e-3, gt=0)  # (b): stop when a step moves less than this
     # Standardised x (zero mean, unit variance) makes the MSE's Hessian 2I, so every step
     # shrinks the error by 1 - 2 lr = 0.9 and the stop rule leaves it below 10 x tolerance;
     # on raw x = 2U(0,1) the slow direction shrinks by only ~0.985 and GD stops ~0.05 short.
-    gd_features: Literal["standardized", "raw"] = "standardized"
-    gd_max_iterations: int = 100_000
-    seed: int = 0
-    steps_per_dispatch: int = 1000
-    resume: bool = False
-    progress: bool = True
+    gd_features: Literal["standardized", "raw"] = "standardized"  # (b): x as given, or scaled
+    gd_max_iterations: int = number(100_000, ge=1)  # (b): give up after this many steps
 
 
 def _rmse_loss(model, batch, key):
@@ -60,7 +63,7 @@ def _rmse_loss(model, batch, key):
     return jnp.sqrt(jnp.mean(jnp.square(pred - batch["y"])))
 
 
-def train_sgd(config: Config, out):
+def train_sgd(config: Config, run: Run):
     """Part (a): bootstrap-sampled minibatch SGD on the RMSE, through `zoo.train.fit`."""
     x_np, y_np = zoo.data.linear_regression(
         config.seed, config.samples, [3.0, 4.0], 5.0, x_scale=10.0, noise="uniform"
@@ -77,23 +80,21 @@ def train_sgd(config: Config, out):
     step = zoo.train.TrainStep(zoo.train.stateless(_rmse_loss), optimizer, make_batch=make_batch)
     per_epoch = min(config.steps_per_dispatch, config.sgd_steps)
     if config.sgd_steps % per_epoch:
-        raise _cli.ConfigError(
+        raise ConfigError(
             f"linear_regression: --sgd-steps ({config.sgd_steps}) must be a multiple of "
             f"--steps-per-dispatch ({per_epoch})"
         )
-    train_state, history = zoo.train.fit(
-        train_state,
-        step,
-        None,
-        num_epochs=config.sgd_steps // per_epoch,
-        steps_per_epoch=per_epoch,
-        steps_per_dispatch=per_epoch,
-        workdir=out / "sgd",
-        config=config,
-        resume=config.resume,
-        log_every=50,
-        progress=config.progress,
+    fitted = run.fit(
+        Plan(
+            train_state,
+            step,
+            None,
+            num_epochs=config.sgd_steps // per_epoch,
+            steps_per_epoch=per_epoch,
+            steps_per_dispatch=per_epoch,
+        )
     )
+    train_state, history = fitted.train_state, fitted.history
     model = train_state.model
     pred = jax.vmap(model)(x)
     r2 = 1.0 - float(jnp.sum((y - pred) ** 2) / jnp.sum((y - jnp.mean(y)) ** 2))
@@ -121,7 +122,7 @@ def train_sgd(config: Config, out):
         f"{result['intercept']:.3f}, R² = {r2:.5f}",
     )
     ax_fit.legend()
-    save_figure(fig, out / "sgd.png")
+    save_figure(fig, run.folder() / "sgd.png")
     return result
 
 
@@ -230,35 +231,35 @@ def train_gd(config: Config, out):
     return result
 
 
-def train(config: Config, workdir: str):
-    """Run both parts; returns `(sgd_result, gd_result)`."""
-    out = prepare_workdir(workdir, config, resume=config.resume)
-    zoo.train.enable_compilation_cache()
-    write_json(out / "config.json", config)
+def train(config: Config, workdir: str | None = None):
+    """Run both parts in `workdir` (default `config.workdir`, else
+    `runs/linear_regression`).
+
+    **Returns:** `(sgd_result, gd_result)`.
+    """
+    return run_recipe("linear_regression", config, workdir, _body)
+
+
+def _body(config: Config, run: Run) -> tuple[Any, Report | None]:
     t0 = time.perf_counter()
-    sgd = train_sgd(config, out)
-    gd = train_gd(config, out)
+    sgd = train_sgd(config, run)
+    gd = train_gd(config, run.folder())
     wall = time.perf_counter() - t0
-    print(
+    message = (
         f"linear_regression (a) SGD: coef {sgd['coef'][0]:.4f}, {sgd['coef'][1]:.4f}, "
-        f"intercept {sgd['intercept']:.4f}, R^2 {sgd['r2']:.5f}"
-    )
-    print(
+        f"intercept {sgd['intercept']:.4f}, R^2 {sgd['r2']:.5f}\n"
         f"linear_regression (b) GD: intercept {gd['gd_intercept']:.4f}, slope "
         f"{gd['gd_slope']:.4f} after {gd['iterations']} steps; least squares "
         f"{gd['ls_intercept']:.4f}, {gd['ls_slope']:.4f} (max difference "
         f"{gd['max_abs_difference']:.2e} on {gd['features']} x, "
         f"{gd['max_abs_difference_x_units']:.2e} in x's units); wall {wall:.1f} s"
     )
-    write_json(
-        out / "results.json",
-        {"recipe": "linear_regression", "sgd": sgd, "gd": gd, "wall_time_s": wall},
-    )
-    return sgd, gd
+    results = {"recipe": "linear_regression", "sgd": sgd, "gd": gd, "wall_time_s": wall}
+    return (sgd, gd), Report(message, results)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.run("linear_regression", Config, train, argv, __doc__)
+    return _cli.main("linear_regression", Config, train, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,43 +17,34 @@ from typing import Literal
 import zoo.data
 
 from . import _cli
-from ._classify import train_classifier
+from ._classify import ClassifierConfig, train_classifier
+from ._config import number
 
 ARCHITECTURES = {"experiment": "cnn_mnist", "strong": "cnn_mnist_strong"}
 AUGMENTATIONS = {"none": None, "flip": zoo.data.random_flip}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = True  # fetch from the mirrors when no local copy is found
-    preset: Literal["experiment", "strong"] = "experiment"
-    bn_momentum: float = 0.99  # BatchNorm running statistics; lower it for very short runs
-    normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
+class Config(ClassifierConfig):
+    """The ConvNet's settings; the defaults are the experiment's."""
+
+    # XLA:CPU runs convolutions ~9x slower inside a scan, so one step per call.
+    steps_per_dispatch: int = number(1, ge=1)  # optimiser steps per compiled call
+    preset: Literal["experiment", "strong"] = "experiment"  # strong: two conv blocks, pooling
+    bn_momentum: float = number(0.99, ge=0, lt=1)  # BatchNorm running statistics' decay
     augment: Literal["none", "flip"] = "none"  # flip: mirror training images at random
-    label_smoothing: float = 0.0  # weight on a uniform target in the cross-entropy
-    learning_rate: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
-    batch_size: int = 100
-    epochs: int = 10
-    seed: int = 0
-    steps_per_dispatch: int = 1  # XLA:CPU runs convolutions ~9x slower inside a scan
-    train_examples: int | None = None  # a subset, for quick trials
-    test_examples: int | None = None
-    devices: int | None = None  # data parallel over the first N devices (default all)
-    resume: bool = False
-    progress: bool = True
-    publish: str | None = None  # a tag: also save as <arch>.<tag> under --publish-dir
-    publish_dir: str | None = None  # default: $ZOO_HOME/weights
+    label_smoothing: float = number(0.0, ge=0, lt=1)  # weight on a uniform target
 
 
 def _add_channel(x):
     return x[:, None, :, :]
 
 
-def train(config: Config, workdir: str):
-    """Train the ConvNet; returns `(model, model_state, history)`."""
+def train(config: Config, workdir: str | None = None):
+    """Train the ConvNet in `workdir` (default `config.workdir`, else `runs/mnist_cnn`).
+
+    **Returns:** `(model, model_state, history)`.
+    """
     return train_classifier(
         "mnist_cnn",
         config,
@@ -68,7 +59,7 @@ def train(config: Config, workdir: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.run("mnist_cnn", Config, train, argv, __doc__)
+    return _cli.main("mnist_cnn", Config, train, argv, __doc__)
 
 
 if __name__ == "__main__":

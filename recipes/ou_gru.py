@@ -13,9 +13,8 @@ Writes config.json, metrics.jsonl, training.png, results.json and the model (mod
 """
 
 import dataclasses
-import time
+from typing import Any
 
-import equinox as eqx
 import jax
 import jax.lax as lax
 import jax.numpy as jnp
@@ -29,38 +28,30 @@ import zoo.data
 import zoo.train
 
 from . import _cli
-from ._common import (
-    is_main_process,
-    local_copy,
-    prepare_workdir,
-    publish,
-    save_figure,
-    write_json,
-)
+from ._common import save_figure
+from ._config import BaseConfig, ConfigError, number
+from ._run import Plan, Publication, Report, Run, run_recipe
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    hidden_size: int = 12
-    steps: int = 10  # time steps per sequence (inputs: the first steps - 1)
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    batches: int = 1000
-    eval_every: int = 100  # batches between evaluations on the held-out sequences
-    eval_sequences: int = 4096
-    x0: float = 0.0
-    mu: float = 1.0
-    tau: float = 2.0
-    sigma: float = 0.5
-    dt: float = 0.1
-    noise_std: float = 0.1
-    seed: int = 0
-    steps_per_dispatch: int = 100
-    devices: int | None = None  # data parallel over the first N devices (default all)
-    resume: bool = False
-    progress: bool = True
-    publish: str | None = None  # a tag: also save as gru_ou.<tag> under --publish-dir
-    publish_dir: str | None = None  # default: $ZOO_HOME/weights
+class Config(BaseConfig):
+    """The GRU's and the OU process's settings; the defaults are the experiment's."""
+
+    steps_per_dispatch: int = number(100, ge=1)  # optimiser steps per compiled call
+    log_every: int = number(100, ge=1, steering=True)  # batches between logged losses
+    hidden_size: int = number(12, ge=1)  # GRU units
+    steps: int = number(10, ge=2)  # time steps per sequence (inputs: the first steps - 1)
+    batch_size: int = number(64, ge=1)  # sequences per batch
+    learning_rate: float = number(1e-4, gt=0)  # Adam's learning rate
+    batches: int = number(1000, ge=1)  # training batches, each freshly generated
+    eval_every: int = number(100, ge=1)  # batches between evaluations on held-out sequences
+    eval_sequences: int = number(4096, ge=1)  # held-out sequences
+    x0: float = number(0.0)  # the process's starting value
+    mu: float = number(1.0)  # its long-run mean
+    tau: float = number(2.0, gt=0)  # its relaxation time
+    sigma: float = number(0.5, ge=0)  # its diffusion
+    dt: float = number(0.1, gt=0)  # the time step
+    noise_std: float = number(0.1, ge=0)  # observation noise
 
 
 def make_sequences(config: Config, key, batch: int) -> dict[str, jax.Array]:
@@ -97,25 +88,22 @@ def free_run(model: zoo.GRU, first: jax.Array, steps: int) -> jax.Array:
     return ys
 
 
-def train(config: Config, workdir: str):
-    """Train the GRU; returns `(model, None, history)`."""
+def train(config: Config, workdir: str | None = None):
+    """Train the GRU in `workdir` (default `config.workdir`, else `runs/ou_gru`).
+
+    **Returns:** `(model, model_state, history)`, the state empty.
+    """
+    return run_recipe("ou_gru", config, workdir, _body, arch="gru_ou")
+
+
+def _body(config: Config, run: Run) -> tuple[Any, Report | None]:
     if config.batches % config.eval_every:
-        raise _cli.ConfigError(
+        raise ConfigError(
             f"ou_gru: --batches ({config.batches}) must be a multiple of --eval-every "
             f"({config.eval_every})"
         )
-    try:
-        mesh = zoo.train.data_mesh(config.devices)
-    except ValueError as e:
-        raise _cli.ConfigError(f"ou_gru: --devices: {e}") from None
-    main = is_main_process()
-    out = prepare_workdir(workdir, config, resume=config.resume)
-    zoo.train.enable_compilation_cache()
-    if main:
-        write_json(out / "config.json", config)
-
     k_model, k_train, k_eval = jr.split(jr.PRNGKey(config.seed), 3)
-    model, _ = zoo.create_model("gru_ou", key=k_model, hidden_size=config.hidden_size)
+    model, state = zoo.create_model("gru_ou", key=k_model, hidden_size=config.hidden_size)
     optimizer = optax.adam(config.learning_rate)
     train_state = zoo.train.init_train_state(model, optimizer, key=k_train)
 
@@ -123,78 +111,61 @@ def train(config: Config, workdir: str):
         seqs = make_sequences(config, key, config.batch_size)
         return {"x": seqs["x"], "y": seqs["y"]}
 
-    loss = zoo.train.regression_loss(inputs="x", targets="y")
+    loss = zoo.train.regression_loss()  # inputs "x", targets "y"
     step = zoo.train.TrainStep(loss, optimizer, make_batch=make_batch)
     held_out = jax.device_get(make_sequences(config, k_eval, config.eval_sequences))
     evaluator = zoo.train.Evaluator(
-        zoo.train.regression_metrics(inputs="x", targets="y"),
+        zoo.train.regression_metrics(),
         {"x": held_out["x"], "y": held_out["y"]},
         batch_size=config.eval_sequences,
         prefix="test_",
     )
-
-    t0 = time.perf_counter()
-    train_state, history = zoo.train.fit(
-        train_state,
-        step,
-        None,
-        num_epochs=config.batches // config.eval_every,
-        steps_per_epoch=config.eval_every,
-        steps_per_dispatch=config.steps_per_dispatch,
-        eval_fn=evaluator,
-        workdir=out,
-        config=config,
-        resume=config.resume,
-        log_every=config.eval_every,
-        progress=config.progress,
-        mesh=mesh,
+    fitted = run.fit(
+        Plan(
+            train_state,
+            step,
+            None,
+            num_epochs=config.batches // config.eval_every,
+            steps_per_epoch=config.eval_every,
+            eval_fn=evaluator,
+        )
     )
-    wall = time.perf_counter() - t0
-    model = eqx.nn.inference_mode(train_state.model)
-    epochs = [r for r in history if r.get("kind") == "epoch"]
-    train_time = sum(r["train_time_s"] for r in epochs)
-    if not main:
-        return model, None, history
-    model = local_copy(model)
+    model, history = fitted.model, fitted.history
+    if not run.main:
+        return (model, state, history), None
 
     # Free running: start from the first noisy observation, then feed predictions back.
     free = jax.vmap(lambda x: free_run(model, x, config.steps - 1))(held_out["x"][:, 0])
     free_mse = float(jnp.mean((free - held_out["y"]) ** 2))
     forced = np.asarray(jax.vmap(model)(held_out["x"][:4]))
-    test_mse = epochs[-1]["test_mse"] if epochs else float("nan")
+    test_mse = fitted.final.get("test_mse", float("nan"))
     floor = config.sigma**2 * config.dt
-    print(
+    message = (
         f"ou_gru: teacher-forced test MSE {test_mse:.4f} (innovation floor {floor:.4f}), "
-        f"free-running MSE {free_mse:.4f}; training {train_time:.2f} s, wall {wall:.1f} s"
+        f"free-running MSE {free_mse:.4f}; training {fitted.train_time_s:.2f} s, wall "
+        f"{fitted.wall_s:.1f} s"
     )
-
-    _plot(history, held_out, forced, np.asarray(free[:4]), out / "training.png", floor)
-    write_json(
-        out / "results.json",
-        {
-            "recipe": "ou_gru",
-            "test_mse": test_mse,
-            "free_running_mse": free_mse,
-            "innovation_floor": floor,
-            "batches": config.batches,
-            "train_time_s": train_time,
-            "wall_time_s": wall,
-        },
-    )
-    publish(
-        "ou_gru",
-        config,
-        out,
+    _plot(history, held_out, forced, np.asarray(free[:4]), run.folder() / "training.png", floor)
+    results = {
+        "recipe": "ou_gru",
+        "test_mse": test_mse,
+        "free_running_mse": free_mse,
+        "innovation_floor": floor,
+        "batches": config.batches,
+        "train_time_s": fitted.train_time_s,
+        "wall_time_s": fitted.wall_s,
+    }
+    publication = Publication(
         arch="gru_ou",
         arch_config={"hidden_size": config.hidden_size},
         model=model,
-        state=None,
+        state=state,
         dataset="ou-process",
         metrics={"test_mse": test_mse, "free_running_mse": free_mse, "batches": config.batches},
         golden_input=held_out["x"][:8],
         description="zoo.GRU predicting the next clean value of a noisy Ornstein-Uhlenbeck path",
     )
-    return model, None, history
+    return (model, state, history), Report(message, results, publication)
 
 
 def _plot(history, held_out, forced, free, path, floor):
@@ -221,7 +192,7 @@ def _plot(history, held_out, forced, free, path, floor):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cli.run("ou_gru", Config, train, argv, __doc__)
+    return _cli.main("ou_gru", Config, train, argv, __doc__)
 
 
 if __name__ == "__main__":

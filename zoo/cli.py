@@ -3,7 +3,7 @@
     zoo list [PATTERN] [--pretrained]
     zoo info NAME [--json]
     zoo summary NAME [--pretrained]
-    zoo train RECIPE [--field value ...]
+    zoo train RECIPE [--field value ...] [--resume] [--help]
     zoo eval NAME --dataset fashion-mnist [--data-dir DIR]
 
 NAME is `arch` or `arch.tag`, a weights folder (any argument with a `/`, or starting with `.`
@@ -237,14 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="run a recipe",
         description="Run a recipe: the same as 'python -m recipes.RECIPE [ARGS ...]'.",
-        epilog=f"Recipes: {known}. 'zoo train RECIPE --help' lists the recipe's fields.",
+        epilog=f"Recipes: {known}. 'zoo train RECIPE --help' lists the recipe's fields; "
+        "booleans are flags ('--resume', '--no-progress'), lists take several values "
+        "('--trackers jsonl tensorboard').",
     )
     p.add_argument("recipe", metavar="RECIPE", help="the recipe to run")
     p.add_argument(
         "args",
         nargs=argparse.REMAINDER,
         metavar="ARGS",
-        help="the recipe's options, e.g. '--epochs 5 --dataset fashion-mnist'",
+        help="the recipe's options, e.g. '--epochs 5 --dataset fashion-mnist --resume'",
     )
     p.set_defaults(func=_train)
 

@@ -101,7 +101,7 @@ def leaves(tree) -> list[list[float]]:
 
 
 def devices(out: str) -> None:
-    import zoo.train._fit as fit_module
+    import zoo.train._runner as fit_module
 
     assert jax.device_count() == 4, jax.devices()
     seen = []

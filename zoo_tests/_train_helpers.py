@@ -37,7 +37,7 @@ class BNNet(eqx.Module):
 def make_model(kind: str, key, width: int = 16):
     """`(model, model_state)` for `kind` in `"stateless"`, `"stateful"`."""
     if kind == "stateless":
-        return eqx.nn.MLP(FEATURES, 2, width, 1, key=key), None
+        return eqx.nn.MLP(FEATURES, 2, width, 1, key=key), eqx.nn.State(None)
     return eqx.nn.make_with_state(BNNet)(width, key=key)
 
 
@@ -78,7 +78,7 @@ def setup(kind: str = "stateless", *, lr: float = 1e-2, seed: int = 0):
     import zoo.train as zt
 
     if (kind, lr) not in _STEPS:
-        loss = zt.classification_loss(inputs="x", labels="y")
+        loss = zt.classification_loss(input_key="x", label_key="y")
         _STEPS[kind, lr] = zt.TrainStep(loss, optax.adam(lr))
     step = _STEPS[kind, lr]
     model, state = make_model(kind, jr.PRNGKey(seed))

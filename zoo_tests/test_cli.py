@@ -143,6 +143,19 @@ def test_train_dispatches_to_the_recipe(capsys, monkeypatch):
     _assert_one_line_error(err, "unknown recipe 'nope'", "known recipes: fake, other")
 
 
+def test_train_passes_everything_to_the_recipe(capsys, tmp_path):
+    # The real recipe behind `zoo train`: its tyro help, its one-line value errors.
+    code, out, _ = _run(capsys, "train", "ou_gru", "--help")
+    assert code == 0 and "--hidden-size" in out and "--resume, --no-resume" in out
+    workdir = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "ou_gru", "--batches", "0", "--workdir", str(workdir))
+    assert code == 2
+    _assert_one_line_error(err, "ou_gru: --batches must be >= 1; got 0")
+    code, _, err = _run(capsys, "train", "ou_gru", "--no-such-flag")
+    assert code == 2 and "--no-such-flag" in err
+    assert not workdir.exists()
+
+
 def _write_test_split(folder, images, labels):
     def idx(array):
         header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

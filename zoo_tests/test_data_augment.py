@@ -41,8 +41,10 @@ def test_classification_loss_augments_training_batches(getkey):
     augmented = zoo.train.classification_loss(prepare=flatten, augment=mirror)
     plain = zoo.train.classification_loss(prepare=flatten)
     key = getkey()
-    loss, _ = augmented(model, None, batch, key)
+    loss, _ = augmented(model, zoo.train.empty_state(), batch, key)
     mirrored = {**batch, "image": batch["image"][:, :, ::-1]}
-    np.testing.assert_allclose(loss, plain(model, None, mirrored, key)[0], rtol=1e-6)
-    assert not np.allclose(loss, plain(model, None, batch, key)[0])
+    np.testing.assert_allclose(
+        loss, plain(model, zoo.train.empty_state(), mirrored, key)[0], rtol=1e-6
+    )
+    assert not np.allclose(loss, plain(model, zoo.train.empty_state(), batch, key)[0])
     assert len(seen) == 1 and eqx.is_array(seen[0])

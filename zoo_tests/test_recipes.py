@@ -2,8 +2,10 @@
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -86,25 +88,182 @@ def test_linear_regression_recipe_reaches_least_squares(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
+RECIPES = ["mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression", "finetune"]
+
+
+def _one_line_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, flag",
     [
-        (
-            ["--epochs", "many"],
-            "error: mnist_mlp: --epochs expects a value of type int; got 'many'",
-        ),
-        (["--lr", "0.1"], "error: mnist_mlp: unknown config field --lr; known: --dataset"),
-        (["--dataset", "cifar"], "error: mnist_mlp: --dataset must be one of fashion-mnist, mnist"),
-        (["--epochs"], "error: mnist_mlp: --epochs needs a value"),
+        (["--epochs", "many"], "--epochs"),
+        (["--lr", "0.1"], "--lr"),
+        (["--dataset", "cifar"], "--dataset"),
+        (["--epochs"], "--epochs"),
+        (["--resume", "yes"], "yes"),  # a boolean is a bare flag: --resume / --no-resume
     ],
 )
-def test_bad_command_lines_get_one_line_errors(capsys, argv, message):
+def test_bad_command_lines_exit_2_naming_the_flag(tmp_path, capsys, argv, flag):
     from recipes import mnist_mlp
 
-    assert mnist_mlp.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(message)
-    assert "\n" not in err and "Traceback" not in err
+    assert mnist_mlp.main([*argv, "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "recipe, argv, message",
+    [
+        ("mnist_mlp", ["--epochs", "0"], "mnist_mlp: --epochs must be >= 1; got 0"),
+        ("mnist_mlp", ["--batch-size", "0"], "mnist_mlp: --batch-size must be >= 1; got 0"),
+        (
+            "mnist_mlp",
+            ["--train-examples", "-500"],
+            "mnist_mlp: --train-examples must be >= 1; got -500",
+        ),
+        (
+            "mnist_mlp",
+            ["--steps-per-dispatch", "0"],
+            "mnist_mlp: --steps-per-dispatch must be >= 1; got 0",
+        ),
+        (
+            "mnist_mlp",
+            ["--learning-rate", "nan"],
+            "mnist_mlp: --learning-rate must be a finite number; got nan",
+        ),
+        ("mnist_mlp", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1.0"),
+        (
+            "mnist_cnn",
+            ["--bn-momentum", "2"],
+            "mnist_cnn: --bn-momentum must be in [0, 1); got 2.0",
+        ),
+        ("mnist_cnn", ["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1); got 1.5"),
+        ("ou_gru", ["--log-every", "0"], "ou_gru: --log-every must be >= 1; got 0"),
+        ("ou_gru", ["--tau", "inf"], "ou_gru: --tau must be a finite number; got inf"),
+        ("ou_gru", ["--num-processes", "0"], "ou_gru: --num-processes must be >= 1; got 0"),
+        ("ou_gru", ["--batches", "150"], "--batches (150) must be a multiple of --eval-every"),
+        ("linear_regression", ["--gd-tolerance", "0"], "--gd-tolerance must be > 0; got 0.0"),
+        ("finetune", ["--budgets", "10", "-1"], "finetune: --budgets must be >= 0; got -1"),
+        ("finetune", ["--test-fraction", "1"], "finetune: --test-fraction must be in (0, 1)"),
+        ("mnist_mlp", ["--publish", "My/Tag"], "mnist_mlp: --publish: invalid weights tag"),
+        ("ou_gru", ["--publish", "..x"], "ou_gru: --publish: invalid weights tag"),
+        ("linear_regression", ["--publish", "t"], "--publish: this recipe saves no model"),
+        ("mnist_mlp", ["--trackers"], "--trackers needs at least one"),
+    ],
+)
+def test_bad_values_are_one_line_before_anything_is_written(
+    tmp_path, capsys, recipe, argv, message
+):
+    import importlib
+
+    module = importlib.import_module(f"recipes.{recipe}")
+    workdir = tmp_path / "run"
+    assert module.main([*argv, "--workdir", str(workdir), "--no-progress"]) == 2
+    err = _one_line_error(capsys, message)
+    assert err.startswith("error: ")
+    assert not workdir.exists()
+
+
+def test_every_numeric_field_declares_its_bounds():
+    import dataclasses
+    import importlib
+    import typing
+
+    from recipes import _config
+
+    def numeric(kind) -> bool:
+        args = typing.get_args(kind)
+        return kind in (int, float) or any(numeric(a) for a in args if a is not type(None))
+
+    for recipe in RECIPES:
+        config_cls = importlib.import_module(f"recipes.{recipe}").Config
+        classes = [config_cls, _config.Distributed]
+        for cls in classes:
+            hints = typing.get_type_hints(cls, include_extras=False)
+            for field in dataclasses.fields(cls):
+                if numeric(hints[field.name]):
+                    assert _config.BOUNDS in field.metadata, f"{recipe}: {field.name}"
+
+
+def test_validation_reads_the_bounds():
+    from recipes import _config, ou_gru
+
+    _config.validate("ou_gru", ou_gru.Config())  # the defaults run
+    for field, value, problem in [
+        ("sigma", -0.1, "must be >= 0"),
+        ("dt", 0.0, "must be > 0"),
+        ("x0", float("nan"), "must be a finite number"),
+        ("eval_sequences", 0, "must be >= 1"),
+    ]:
+        config = ou_gru.Config(**{field: value})
+        with pytest.raises(_config.ConfigError, match=problem):
+            _config.validate("ou_gru", config)
+    # Library callers get the same check from train(), before anything is written.
+    with pytest.raises(_config.ConfigError, match="--hidden-size must be >= 1"):
+        ou_gru.train(ou_gru.Config(hidden_size=0), "/nonexistent/never-created")
+
+
+def test_booleans_are_flags_and_tuples_take_several_values():
+    from recipes import _cli, finetune, mnist_mlp
+
+    config = _cli.parse("mnist_mlp", mnist_mlp.Config, ["--resume", "--no-progress"])
+    assert config.resume is True and config.progress is False
+    assert _cli.parse("mnist_mlp", mnist_mlp.Config, ["--no-download"]).download is False
+    config = _cli.parse("finetune", finetune.Config, ["--budgets", "5", "0", "--modes", "probe"])
+    assert config.budgets == (5, 0) and config.modes == ("probe",)
+    config = _cli.parse("mnist_mlp", mnist_mlp.Config, ["--trackers", "jsonl", "tensorboard"])
+    assert config.trackers == ("jsonl", "tensorboard")
+    dist = _cli.parse(
+        "ou_gru",
+        mnist_mlp.Config,
+        ["--coordinator", "h:1", "--num-processes", "2", "--process-id", "1"],
+    ).distributed
+    assert (dist.coordinator, dist.num_processes, dist.process_id) == ("h:1", 2, 1)
+
+
+def test_steering_fields_are_marked_once():
+    import dataclasses
+
+    import zoo.train
+    from recipes import mnist_cnn
+
+    marked = {f.name for f in dataclasses.fields(mnist_cnn.Config) if zoo.train.is_steering(f)}
+    assert marked == {
+        "devices",
+        "resume",
+        "progress",
+        "log_every",
+        "trackers",
+        "publish",
+        "publish_dir",
+        "workdir",
+        "distributed",
+    }
+
+
+def test_command_line_reproduces_the_config():
+    import shlex
+
+    from recipes import _cli, finetune, mnist_cnn
+
+    config = mnist_cnn.Config(
+        preset="strong", epochs=15, download=False, resume=True, publish="x", progress=False
+    )
+    line = _cli.command_line("mnist_cnn", config)
+    # Fields that only steer the run are left out; the rest parse back to the same config.
+    assert line == "zoo train mnist_cnn --no-download --epochs 15 --preset strong"
+    again = _cli.parse("mnist_cnn", mnist_cnn.Config, shlex.split(line)[3:])
+    assert again == mnist_cnn.Config(preset="strong", epochs=15, download=False)
+    config = finetune.Config(budgets=(5, 0), modes=("scratch",))
+    line = _cli.command_line("finetune", config)
+    assert _cli.parse("finetune", finetune.Config, shlex.split(line)[3:]) == config
 
 
 def test_missing_dataset_is_one_line_with_instructions(tmp_path, capsys, monkeypatch):
@@ -112,12 +271,13 @@ def test_missing_dataset_is_one_line_with_instructions(tmp_path, capsys, monkeyp
 
     monkeypatch.setenv("ZOO_DATA", str(tmp_path / "nothing"))
     code = mnist_mlp.main(
-        ["--dataset", "mnist", "--download", "false", "--workdir", str(tmp_path / "run")]
+        ["--dataset", "mnist", "--no-download", "--workdir", str(tmp_path / "run")]
     )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err
     assert "train-images-idx3-ubyte.gz" in err and "--data-dir" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_workdir_holding_a_run_is_not_overwritten(tmp_path, capsys):
@@ -126,26 +286,196 @@ def test_workdir_holding_a_run_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text('{"kind": "epoch"}\n')
     code = linear_regression.main(["--workdir", str(tmp_path)])
     assert code == 2
-    assert "already holds a run" in capsys.readouterr().err
+    _one_line_error(capsys, "already holds a run", "pass --resume")
     assert (tmp_path / "metrics.jsonl").read_text() == '{"kind": "epoch"}\n'
 
 
-def test_help_lists_every_config_field(capsys):
+def test_resume_continues_a_finished_run_with_the_same_results(tmp_path, capsys):
+    from recipes import linear_regression
+
+    argv = ["--sgd-steps", "200", "--steps-per-dispatch", "100", "--no-progress"]
+    workdir = str(tmp_path / "run")
+    assert linear_regression.main([*argv, "--workdir", workdir]) == 0
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    # A bare --resume, and a steering field changed: no warning, the same result.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = [*argv, "--workdir", workdir, "--resume", "--log-every", "10"]
+        assert linear_regression.main(resumed) == 0
+    again = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert again["sgd"] == first["sgd"] and again["gd"] == first["gd"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["sgd_steps"] == 200 and config["resume"] is True
+
+
+def test_non_finite_loss_is_one_line_exit_1(tmp_path, capsys):
+    from recipes import linear_regression
+
+    code = linear_regression.main(
+        [
+            "--learning-rate",
+            "1e30",
+            "--sgd-steps",
+            "200",
+            "--steps-per-dispatch",
+            "100",
+            "--no-progress",
+            "--workdir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 1
+    _one_line_error(capsys, "error: linear_regression: training loss is ", "Lower the learning")
+
+
+def test_checkpoint_mismatch_is_one_line_exit_1(tmp_path, capsys):
+    from recipes import ou_gru
+
+    argv = ["--batches", "20", "--eval-every", "10", "--steps-per-dispatch", "10"]
+    argv += ["--eval-sequences", "16", "--no-progress", "--workdir", str(tmp_path / "run")]
+    assert ou_gru.main([*argv, "--hidden-size", "4"]) == 0
+    capsys.readouterr()
+    assert ou_gru.main([*argv, "--hidden-size", "5", "--batches", "30", "--resume"]) == 1
+    _one_line_error(capsys, "error: ou_gru: checkpoint ", "does not match the train state")
+
+
+def test_os_errors_during_a_run_are_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import zoo.train
+    from recipes import linear_regression
+
+    # A run folder that cannot be created (a file stands in its path).
+    (tmp_path / "file").write_text("")
+    code = linear_regression.main(["--workdir", str(tmp_path / "file" / "run")])
+    assert code == 1
+    _one_line_error(capsys, "error: linear_regression: ", str(tmp_path / "file"))
+    # A full or read-only disk while training: what the operating system said, one line.
+    for number, text in [
+        (errno.ENOSPC, "No space left on device"),
+        (errno.EACCES, "Permission denied"),
+    ]:
+
+        def fail(*args, **kwargs):
+            raise OSError(number, text, str(tmp_path / "run" / "checkpoints"))
+
+        monkeypatch.setattr(zoo.train, "fit", fail)
+        code = linear_regression.main(["--workdir", str(tmp_path / f"run{number}")])
+        assert code == 1
+        _one_line_error(capsys, f"error: linear_regression: {text}: ")
+
+
+def test_help_lists_every_config_field_with_its_comment(capsys):
     from recipes import ou_gru
 
     assert ou_gru.main(["--help"]) == 0
     out = capsys.readouterr().out
     for field in ("--hidden-size", "--batch-size", "--learning-rate", "--batches", "--workdir"):
         assert field in out
+    assert "--resume, --no-resume" in out and "--coordinator" in out
+    assert "time steps per sequence" in out  # the field's comment is its help
     assert os.environ.get("ZOO_HOME")  # the fixture's, not the user's
 
 
+def test_python_dash_m_runs_a_recipe(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.ou_gru", "--epochs-x", "1"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2 and "--epochs-x" in result.stderr
+
+
 @needs_fashion
-def test_bad_label_smoothing_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from recipes import mnist_cnn
+def test_train_examples_beyond_the_dataset_is_refused(tmp_path, capsys):
+    from recipes import mnist_mlp
 
     workdir = tmp_path / "run"
-    assert mnist_cnn.main(["--label-smoothing", "1.5", "--workdir", str(workdir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "error: mnist_cnn: --label-smoothing: label_smoothing must be in [0, 1), got 1.5"
+    assert mnist_mlp.main(["--train-examples", "70000", "--workdir", str(workdir)]) == 2
+    _one_line_error(capsys, "--train-examples 70000 exceeds the 60000 available")
     assert not workdir.exists()
+
+
+def test_digits_look_like_fashion_mnist_images():
+    from sklearn.datasets import load_digits
+
+    from recipes import finetune
+
+    pixels, _ = load_digits(return_X_y=True)
+    digits = np.asarray(pixels)[:50].reshape(50, 8, 8)
+    images = finetune.digits_like_fashion(digits)
+    assert images.shape == (50, 28, 28) and images.dtype == np.uint8
+    assert images.max() == 255 and images.min() == 0
+    # Bilinear upsampling keeps each 8x8 image's mean brightness (on the 0..255 scale).
+    np.testing.assert_allclose(
+        images.reshape(50, -1).mean(1),
+        digits.reshape(50, -1).mean(1) * 255 / 16,
+        rtol=0.08,
+    )
+
+
+def test_label_budgets_are_stratified_and_nested():
+    from recipes import finetune
+
+    split = finetune.split_digits(0.3, seed=0)
+    n_test = len(split["test_y"])
+    assert n_test == pytest.approx(0.3 * 1797, abs=1)
+    # Stratified: every class's share of the test split is its share of the whole set.
+    counts = np.bincount(split["test_y"], minlength=10)
+    whole = counts + np.bincount(split["train_y"], minlength=10)
+    np.testing.assert_allclose(counts / n_test, whole / 1797, atol=0.01)
+    ten = finetune.budget_indices(split["train_y"], 10, seed=0)
+    fifty = finetune.budget_indices(split["train_y"], 50, seed=0)
+    assert np.bincount(split["train_y"][ten]).tolist() == [10] * 10
+    assert np.bincount(split["train_y"][fifty]).tolist() == [50] * 10
+    assert set(ten) <= set(fifty)
+    assert len(finetune.budget_indices(split["train_y"], 0, seed=0)) == len(split["train_y"])
+    again = finetune.split_digits(0.3, seed=0)
+    np.testing.assert_array_equal(again["test_x"], split["test_x"])
+
+
+def test_finetune_recipe_runs_every_mode_and_writes_its_table(tmp_path):
+    from recipes import finetune
+
+    config = finetune.Config(
+        budgets=(10,), steps=8, eval_every=4, batch_size=20, steps_per_dispatch=2, progress=False
+    )
+    results = finetune.train(config, str(tmp_path))
+    assert [(r["mode"], r["per_class"], r["examples"]) for r in results] == [
+        ("probe", 10, 100),
+        ("finetune", 10, 100),
+        ("scratch", 10, 100),
+    ]
+    for r in results:
+        assert 0 <= r["test_accuracy"] <= 1 and r["steps"] == 8
+        assert _records(tmp_path / f"{r['mode']}-10", "epoch")[-1]["step"] == 8
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["runs"] == results and saved["test_examples"] == 540
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("| mode | 10 per class |")
+    assert f"| probe | {100 * results[0]['test_accuracy']:.2f}% (" in table
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+def test_trackers_flag_writes_tensorboard_under_the_run_folder(tmp_path):
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    from recipes import ou_gru
+
+    argv = ["--batches", "20", "--eval-every", "10", "--steps-per-dispatch", "10"]
+    argv += ["--log-every", "5", "--eval-sequences", "16", "--no-progress"]
+    argv += ["--trackers", "jsonl", "tensorboard", "--workdir", str(tmp_path)]
+    assert ou_gru.main(argv) == 0
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = [r["step"] for r in _records(tmp_path, "step")]
+    assert [e.step for e in acc.Scalars("loss")] == steps == [5, 10, 15, 20]
+    want = [r["test_mse"] for r in _records(tmp_path, "epoch")]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("test_mse")], want, rtol=1e-6)

@@ -97,7 +97,7 @@ def test_scan_generated_equals_single_steps(getkey):
 
 def test_no_recompilation(tmp_path, caplog):
     traces = []
-    base = zt.classification_loss(inputs="x", labels="y")
+    base = zt.classification_loss(input_key="x", label_key="y")
 
     def loss_fn(*args):
         traces.append(1)  # runs once per trace, never when a compiled call is reused
@@ -132,7 +132,7 @@ def test_fit_trains_and_logs(kind, tmp_path):
     train_state, step = h.setup(kind)
     x, y = h.arrays()
     evaluator = zt.Evaluator(
-        zt.classification_metrics(inputs="x", labels="y"), {"x": x, "y": y}, batch_size=24
+        zt.classification_metrics(input_key="x", label_key="y"), {"x": x, "y": y}, batch_size=24
     )
     out, history = zt.fit(
         train_state,
@@ -348,7 +348,7 @@ def test_evaluate_pads_without_recompiling(kind):
     x, y = h.arrays()
     x, y = x[:10], y[:10]
     calls = []
-    base = zt.classification_metrics(inputs="x", labels="y")
+    base = zt.classification_metrics(input_key="x", label_key="y")
 
     def metric_fn(*args):
         calls.append(1)
@@ -492,11 +492,164 @@ def test_classification_loss_label_smoothing(getkey):
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     targets = 0.8 * np.eye(3)[np.asarray(batch["label"])] + 0.2 / 3
     expected = -(targets * log_p).sum(-1).mean()
-    loss, _ = zt.classification_loss(label_smoothing=0.2)(model, None, batch, getkey())
+    loss, _ = zt.classification_loss(label_smoothing=0.2)(model, zt.empty_state(), batch, getkey())
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
-    plain, _ = zt.classification_loss()(model, None, batch, getkey())
+    plain, _ = zt.classification_loss()(model, zt.empty_state(), batch, getkey())
     np.testing.assert_allclose(
         plain, -log_p[np.arange(5), np.asarray(batch["label"])].mean(), rtol=1e-5
     )
     with pytest.raises(ValueError, match="label_smoothing"):
         zt.classification_loss(label_smoothing=1.0)
+
+
+# --- losses -------------------------------------------------------------------------------
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_losses_name_the_batch_entries(getkey):
+
+    model = eqx.nn.MLP(4, 3, 8, 1, key=getkey())
+    x = np.asarray(jr.normal(getkey(), (6, 4)))
+    y = np.array([0, 1, 2, 1, 0, 2])
+    state = zt.empty_state()
+    batch = {"pixels": x, "target": y}
+    loss, (out_state, metrics) = zt.classification_loss(input_key="pixels", label_key="target")(
+        model, state, batch, getkey()
+    )
+    log_p = _log_softmax(np.asarray(jax.vmap(model)(jnp.asarray(x)), np.float64))
+    np.testing.assert_allclose(loss, -log_p[np.arange(6), y].mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(log_p.argmax(-1) == y), rtol=1e-6)
+    assert isinstance(out_state, eqx.nn.State)
+    per_example = zt.classification_metrics(input_key="pixels", label_key="target")(
+        model, state, batch
+    )
+    np.testing.assert_allclose(per_example["loss"], -log_p[np.arange(6), y], rtol=1e-5)
+    with pytest.raises(KeyError, match=r"no entry 'image' \(it has \['pixels', 'target'\]\)"):
+        zt.classification_loss()(model, state, batch, getkey())
+    with pytest.raises(KeyError, match=r"no entry 'label'.*label_key="):
+        zt.classification_metrics(input_key="pixels")(model, state, batch)
+    # Regression against NumPy: the mean over examples of each one's mean squared error.
+    reg = eqx.nn.MLP(4, 2, 8, 1, key=getkey())
+    t = np.asarray(jr.normal(getkey(), (6, 2)))
+    pred = np.asarray(jax.vmap(reg)(jnp.asarray(x)), np.float64)
+    got = zt.regression_metrics(input_key="a", target_key="b")(reg, state, {"a": x, "b": t})
+    np.testing.assert_allclose(got["mse"], ((pred - t) ** 2).mean(1), rtol=1e-5)
+    with pytest.raises(KeyError, match="target_key="):
+        zt.regression_loss(input_key="a")(reg, state, {"a": x}, getkey())
+
+
+def test_binary_classification_against_numpy(getkey):
+    import zoo
+
+    model = zoo.LogisticRegression(5, key=getkey())
+    x = np.asarray(jr.normal(getkey(), (9, 5)))
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1])
+    z = np.asarray(x, np.float64) @ np.asarray(model.weight, np.float64) + float(model.bias)
+    # -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))], written stably.
+    want = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    batch = {"x": x, "y": y}
+    loss, (_, metrics) = zt.binary_classification_loss()(model, zt.empty_state(), batch, getkey())
+    np.testing.assert_allclose(loss, want.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean((z > 0) == y), rtol=1e-6)
+    per = zt.binary_classification_metrics()(model, zt.empty_state(), batch)
+    np.testing.assert_allclose(per["loss"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(per["accuracy"], ((z > 0) == y).astype(np.float32))
+    # The multi-class loss refuses a single-logit model and names the binary one.
+    with pytest.raises(ValueError, match="binary_classification_loss"):
+        zt.classification_loss(input_key="x", label_key="y")(
+            model, zt.empty_state(), batch, getkey()
+        )
+    # Trained with it, logistic regression separates a separable problem.
+    optimizer = optax.adam(0.1)
+    ts = zt.init_train_state(model, optimizer, key=getkey())
+    step = zt.TrainStep(zt.binary_classification_loss(), optimizer)
+    sep = {"x": x, "y": (x[:, 0] > 0).astype(np.int32)}
+    for _ in range(100):
+        ts, m = step(ts, sep)
+    assert float(m["accuracy"]) == 1.0
+
+
+# --- model state --------------------------------------------------------------------------
+
+
+def test_one_shape_of_model_state(getkey):
+    train_state, step = h.setup("stateless")
+    assert isinstance(train_state.model_state, eqx.nn.State)
+    assert jax.tree.leaves(train_state.model_state) == []
+    out, _ = step(train_state, _batches(1)[0])
+    assert isinstance(out.model_state, eqx.nn.State)
+    # Leaving the state out of a stateless model is the same as passing an empty one.
+    model, _ = h.make_model("stateless", getkey())
+    ts = zt.init_train_state(model, optax.sgd(0.1), key=getkey())
+    assert isinstance(ts.model_state, eqx.nn.State)
+
+
+def test_stateful_model_without_its_state(getkey):
+    model, state = h.make_model("stateful", getkey())
+    with pytest.raises(ValueError, match=r"eqx\.nn\.make_with_state.*model_state="):
+        zt.init_train_state(model, optax.sgd(0.1), key=getkey())
+    with pytest.raises(ValueError, match="make_with_state"):
+        zt.init_train_state(model, optax.sgd(0.1), key=getkey(), model_state=zt.empty_state())
+    x = np.zeros((3, h.FEATURES), np.float32)
+    with pytest.raises(ValueError, match="make_with_state"):
+        zt.batch_apply(model, None, x)
+    with pytest.raises(ValueError, match="make_with_state"):
+        zt.predict(model, zt.empty_state(), x, batch_size=3)
+    out, new_state = zt.batch_apply(model, state, x)
+    assert out.shape == (3, 2) and isinstance(new_state, eqx.nn.State)
+
+
+# --- steering fields and config.json ------------------------------------------------------
+
+
+def test_steering_fields_and_the_resume_check(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        width: int = 16
+        trackers: tuple[str, ...] = zt.steering_field(("jsonl",))
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        lr: float = 0.01
+        inner: Inner = dataclasses.field(default_factory=Inner)
+        resume: bool = zt.steering_field(False)
+        publish: str | None = zt.steering_field(None, metadata={"help": "tag"})
+
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    assert zt.is_steering(fields["resume"]) and zt.is_steering(fields["publish"])
+    assert not zt.is_steering(fields["lr"]) and fields["publish"].metadata["help"] == "tag"
+    train_state, step = h.setup()
+    kwargs: dict[str, Any] = dict(workdir=tmp_path, progress=False)
+    zt.fit(train_state, step, _batches(8), config=Config(), **kwargs)
+    steered = Config(resume=True, publish="x.y", inner=Inner(trackers=("tensorboard",)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zt.fit(train_state, step, _batches(8), config=steered, resume=True, **kwargs)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["publish"] == "x.y" and saved["inner"]["trackers"] == ["tensorboard"]
+    changed = Config(lr=0.1, inner=Inner(width=8))
+    with pytest.warns(UserWarning, match=r"differs in \['inner\.width', 'lr'\]"):
+        zt.fit(train_state, step, _batches(8), config=changed, resume=True, **kwargs)
+
+
+def test_config_json_is_written_only_after_a_successful_restore(tmp_path):
+    train_state, step = h.setup()
+    zt.fit(train_state, step, _batches(8), workdir=tmp_path, config={"a": 1}, progress=False)
+    other, _ = h.setup("stateful")
+    with pytest.raises(zt.CheckpointMismatchError):
+        zt.fit(
+            other,
+            step,
+            _batches(8),
+            workdir=tmp_path,
+            config={"a": 2},
+            resume=True,
+            progress=False,
+        )
+    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}

@@ -207,7 +207,7 @@ def zoo_loss(name: str) -> zoo.train.LossFn:
         return zoo.train.classification_loss(prepare=_flatten)
     if name == "cnn":
         return zoo.train.classification_loss(prepare=_add_channel)
-    return zoo.train.regression_loss(inputs="x", targets="y")
+    return zoo.train.regression_loss(input_key="x", target_key="y")
 
 
 def ou_make_batch(key: jax.Array) -> dict[str, jax.Array]:

@@ -12,6 +12,7 @@ from jaxtyping import Array, Bool, PyTree
 
 from ._loss import Batch, MetricFn, batch_apply
 from ._parallel import DATA_AXIS, batch_sharding
+from ._state import check_model_state
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -55,7 +56,7 @@ def _padded_batches(
 def _sum_metrics(
     metric_fn: MetricFn,
     model: PyTree,
-    model_state: eqx.nn.State | None,
+    model_state: eqx.nn.State,
     batch: Batch,
     mask: Bool[Array, " batch"],
 ) -> dict[str, Array]:
@@ -118,7 +119,7 @@ def evaluate(
       per example, e.g. [`zoo.train.classification_metrics`][]. Pass the same function
       object each time, or each call compiles anew.
     - `model`, `model_state`: the model (put into `eqx.nn.inference_mode` here) and its
-      state (`None` for stateless models).
+      `eqx.nn.State` (empty, or `None`, for a stateless model).
     - `data`: a dict of whole arrays sharing their leading axis (batched here with
       `batch_size`), or an iterable of dict batches (a Grain dataset, a list); batches
       after the first may be smaller and are padded to its size, or to `batch_size`.
@@ -128,6 +129,7 @@ def evaluate(
 
     **Raises:** `ValueError` for an empty data set or a metric without one value per example.
     """
+    model_state = check_model_state(model, model_state)
     model = eqx.nn.inference_mode(model)
     place = _eval_placement(model)
     # Per-batch sums stay on the device (no sync between batches) and are added up on the
@@ -200,7 +202,8 @@ def predict(
 
     **Arguments:**
 
-    - `model`, `model_state`: the model and its state (`None` for stateless models).
+    - `model`, `model_state`: the model and its `eqx.nn.State` (empty, or `None`, for a
+      stateless model).
     - `x`: the inputs, an array or a PyTree of arrays sharing a leading axis of examples.
     - `batch_size`: examples per compiled call; the last batch is padded, not recompiled.
     - `fn`: `fn(model, model_state, x_batch) -> outputs_batch`; by default the model applied
@@ -211,6 +214,7 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     fn = _default_predict if fn is None else fn
+    model_state = check_model_state(model, model_state)
     model = eqx.nn.inference_mode(model)
     leaves, treedef = jax.tree.flatten(x)
     n = leaves[0].shape[0]

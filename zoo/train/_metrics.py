@@ -1,8 +1,7 @@
-"""The run folder's `metrics.jsonl`: one JSON object per line, appended and flushed."""
+"""Reading a run folder's `metrics.jsonl`: one JSON object per line."""
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,44 +36,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
-    # NaN and infinity are not JSON; `null` keeps every line parseable by any reader.
+def finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with NaN and infinity as `None`: they are not JSON, and `null` keeps every
+    line parseable by any reader."""
     return {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
     }
-
-
-class MetricsLog:
-    """Appends records to a `metrics.jsonl` file, one line each, flushed at once."""
-
-    def __init__(self, path: str | Path, *, keep_up_to_step: int | None = None):
-        """**Arguments:**
-
-        - `path`: the file; created if missing.
-        - `keep_up_to_step`: when resuming, drop existing records with a `"step"` above this
-          (they were written after the checkpoint being resumed from); `None` starts a new,
-          empty file.
-        """
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: list[dict[str, Any]] = []
-        if keep_up_to_step is not None and self.path.exists():
-            self.records = [
-                r for r in read_metrics(self.path) if r.get("step", 0) <= keep_up_to_step
-            ]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            for r in self.records:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
-        self._file = open(self.path, "a")
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record as one line and flush it (non-finite floats become `null`)."""
-        record = _finite_or_none(record)
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
-        self.records.append(record)
-
-    def close(self) -> None:
-        self._file.close()

@@ -15,6 +15,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from ._loss import Batch, LossFn, Metrics
 from ._parallel import batch_sharding, replicated_sharding
 from ._state import TrainState
+from ._trainable import TrainableSpec, norms_in_inference_mode, resolve_trainable
 
 
 class Partition:
@@ -69,7 +70,10 @@ class Partition:
 class TrainStep:
     """An optimiser step for stateless and stateful models alike, one or many per call.
 
-    Gradients come from `eqx.filter_value_and_grad` of the model's inexact arrays. Each
+    Gradients come from `eqx.filter_value_and_grad` of the model's trainable arrays: the
+    model is split with `eqx.partition` by the train state's filter (see
+    [`zoo.train.init_train_state`][]'s `trainable`) before differentiating, so frozen leaves
+    cost no gradients and hold no optimiser state. Each
     kind of call compiles one `jax.jit` function over the train state's array leaves, its
     static half (activation functions, sizes) closed over: what `eqx.filter_jit` does, but
     partitioned once per structure, so that `fit`'s loop pays only `jax.jit`'s dispatch. The
@@ -91,6 +95,8 @@ class TrainStep:
         optimizer: optax.GradientTransformation,
         *,
         make_batch: Callable[[PRNGKeyArray], Batch] | None = None,
+        trainable: TrainableSpec = None,
+        freeze_norm_stats: bool = False,
     ):
         """**Arguments:**
 
@@ -100,30 +106,55 @@ class TrainStep:
         - `optimizer`: the optax transformation the train state was initialised with.
         - `make_batch`: for data generated in JAX, `make_batch(key) -> batch`; needed by
           [`zoo.train.TrainStep.scan_generated`][] and by `fit` without a dataset.
+        - `trainable`: optional; the filter the train state was built with (see
+          [`zoo.train.init_train_state`][]). The train state's own filter is what the step
+          uses; given here too, the two are checked to agree, so a step never differentiates
+          leaves the optimiser holds no state for.
+        - `freeze_norm_stats`: run every BatchNorm layer whose parameters are all frozen in
+          inference mode: it normalises with its running statistics and leaves them as they
+          are (a frozen backbone, as when fine-tuning on little data).
         """
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.make_batch = make_batch
+        self.trainable = trainable
+        self.freeze_norm_stats = freeze_norm_stats
         self._compiled: dict[Hashable, Callable] = {}
 
     # --- pure functions of a TrainState ---------------------------------------------------
 
+    def _mask(self, ts: TrainState) -> PyTree[bool]:
+        if self.trainable is not None:
+            wanted = resolve_trainable(ts.model, self.trainable)
+            every = tuple(eqx.is_inexact_array(x) for x in jtu.tree_leaves(ts.model))
+            if (wanted or every) != (ts.trainable or every):
+                raise ValueError(
+                    "the TrainStep's `trainable` filter differs from the train state's: pass "
+                    "the same filter to init_train_state(..., trainable=...)"
+                )
+        return ts.trainable_mask()
+
     def _update(
         self, ts: TrainState, batch: Batch, key: PRNGKeyArray, new_key: PRNGKeyArray
     ) -> tuple[TrainState, Metrics]:
-        def loss_of(model):
-            return self.loss_fn(model, ts.model_state, batch, key)
+        mask = self._mask(ts)
+        model = norms_in_inference_mode(ts.model, mask) if self.freeze_norm_stats else ts.model
+        # Partition before differentiating: frozen leaves are constants of the loss, so the
+        # compiler drops their weight gradients.
+        params, frozen = eqx.partition(model, mask)
+
+        def loss_of(params):
+            return self.loss_fn(eqx.combine(params, frozen), ts.model_state, batch, key)
 
         (loss, (model_state, metrics)), grads = eqx.filter_value_and_grad(loss_of, has_aux=True)(
-            ts.model
+            params
         )
-        params = eqx.filter(ts.model, eqx.is_inexact_array)
         # optax mixes Python floats with its int32 step counters (Adam's `decay**count`),
         # which strict dtype promotion rejects; the model's own code stays strict.
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = self.optimizer.update(grads, ts.opt_state, params)
-        model = eqx.apply_updates(ts.model, updates)
-        ts = TrainState(model, model_state, opt_state, ts.step + 1, new_key)
+        new_model = eqx.apply_updates(ts.model, updates)
+        ts = TrainState(new_model, model_state, opt_state, ts.step + 1, new_key, ts.trainable)
         return ts, {"loss": loss, **metrics}
 
     def _data_step(self, ts: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:

@@ -1,0 +1,47 @@
+"""The two ways `fit` stops early: a non-finite loss, and a signal."""
+
+from pathlib import Path
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; nothing was saved after the last good step.
+
+    **Attributes:** `step` (the 1-based number of the optimiser step whose loss was not
+    finite), `epoch` (1-based), `loss` (its value) and `checkpoint` (the last good
+    checkpoint's path, or `None`).
+    """
+
+    def __init__(self, step: int, epoch: int, loss: float, checkpoint: Path | None):
+        self.step = step
+        self.epoch = epoch
+        self.loss = loss
+        self.checkpoint = checkpoint
+        where = (
+            f"the last good checkpoint is {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint had been saved"
+        )
+        super().__init__(
+            f"training loss is {loss} at step {step} (epoch {epoch}); stopped without saving, "
+            f"{where}. Lower the learning rate, clip gradients or check the data."
+        )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint.
+
+    A `KeyboardInterrupt`, so `except Exception` does not swallow it; command-line entries
+    catch it, print it (the message says how to resume) and exit with status 130.
+
+    **Attributes:** `step`, `checkpoint` (the saved path, or `None` without a `workdir`) and
+    `message`.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        self.message = message
+        self.step = step
+        self.checkpoint = checkpoint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
