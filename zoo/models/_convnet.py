@@ -131,9 +131,8 @@ def _init_layers(
 ):
     n = len(channels)
     keys = jr.split(key, n + len(sizes) - 1)
-    pad = padding if isinstance(padding, str) else tuple(padding)
     convs = tuple(
-        eqx.nn.Conv(d, i, o, k, stride=s, padding=pad, dtype=dtype, key=kk)
+        eqx.nn.Conv(d, i, o, k, stride=s, padding=padding, dtype=dtype, key=kk)
         for i, o, k, s, kk in zip(ins, channels, kernels, strides, keys[:n], strict=True)
     )
     norms = tuple(
@@ -283,13 +282,14 @@ class ConvNet(eqx.Module):
             if min(out) < 1:
                 shown = "x".join(map(str, size))
                 raise ValueError(
-                    f"{name}: `kernel_sizes[{i}]`={_show(ks)} is larger than the {shown} feature map "
-                    f"it meets with padding {self.padding!r}"
+                    f"{name}: `kernel_sizes[{i}]`={_show(ks)} is larger than the {shown} "
+                    f"feature map it meets with padding {self.padding!r}"
                 )
             if any(p > m for p, m in zip(ps, out, strict=True)):
                 shown = "x".join(map(str, out))
                 raise ValueError(
-                    f"{name}: `pools[{i}]`={_show(ps)} is larger than the {shown} feature map it meets"
+                    f"{name}: `pools[{i}]`={_show(ps)} is larger than the {shown} feature map "
+                    f"it meets"
                 )
             size = tuple(m // p for m, p in zip(out, ps, strict=True))
 

@@ -41,14 +41,14 @@ def compiled_init(fn: _F) -> _F:
 
     `fn` builds layers (modules holding arrays) from hashable hyperparameters and a PRNG key
     (its last argument). Called inside another trace (`jax.jit`, `eqx.filter_eval_shape`)
-    it is simply inlined.
+    it is simply inlined; under `jax.disable_jit()` it runs eagerly.
     """
     cache: dict[Any, tuple[Any, Any, list, list[bool], bool]] = {}
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         *hyper, key = args
-        if isinstance(key, jax.core.Tracer):
+        if isinstance(key, jax.core.Tracer) or jax.config.jax_disable_jit:
             return fn(*args)
         try:
             signature = (
@@ -56,7 +56,7 @@ def compiled_init(fn: _F) -> _F:
                 key.shape,
                 key.dtype,
                 key.sharding,
-                jax.config.read("jax_enable_x64"),
+                jax.config.jax_enable_x64,
             )
             hash(signature)
         except (TypeError, AttributeError):  # unhashable hyperparameters: build eagerly
