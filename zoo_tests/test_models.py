@@ -655,7 +655,7 @@ def test_reset_after_gru_matches_torch_nn_gru(getkey):
     )
     assert model.encoder.embed is None and model.encoder.cell.in_size == in_size
     model = eqx.tree_at(lambda m: m.encoder.cell, model, cell)
-    xs = np.asarray(jr.normal(getkey(), (4, time, in_size)))
+    xs = np.array(jr.normal(getkey(), (4, time, in_size)))  # writable, for torch.from_numpy
     with torch.no_grad():
         want = gru(torch.from_numpy(xs))[0].numpy()
     got = jax.vmap(model.encoder)(jnp.asarray(xs))
