@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from . import hub
 from .hub._pretrained import is_stateful
-from .hub._registry import get_spec, split_name
+from .models import get_model_spec as get_spec, split_model_name as split_name
 
 _DATASETS = ("fashion-mnist", "mnist")
 

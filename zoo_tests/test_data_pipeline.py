@@ -227,7 +227,7 @@ def test_read_options_do_not_change_batches():
         (dict(batch_size=10, seed=-1), "seed must be non-negative"),
         (dict(batch_size=10, num_epochs=0), "num_epochs must be at least 1"),
         (dict(batch_size=10, normalize="minmax"), "normalize must be"),
-        (dict(batch_size=10, mean=0.5), "apply to normalize='standard', not 'unit'"),
+        (dict(batch_size=10, mean=0.5), "apply to normalize='standard', not 'auto'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

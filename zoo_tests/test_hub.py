@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.hub import _registry, _sources
+from zoo.hub import _sources
+from zoo.models import _registry
 
 # One example's input shape for each architecture zoo registers.
 INPUTS = {

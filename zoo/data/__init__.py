@@ -1,7 +1,14 @@
-"""Datasets and input pipelines: MNIST-style images, synthetic processes, Grain batches."""
+"""Datasets and input pipelines: MNIST-style images, your own arrays and `.npz` files,
+synthetic processes, Grain batches."""
 
+from ._arrays import (
+    InvalidDatasetError as InvalidDatasetError,
+    check_arrays as check_arrays,
+    load_npz as load_npz,
+)
 from ._augment import random_flip as random_flip
 from ._idx import CorruptDatasetError as CorruptDatasetError
+from ._normalize import normalize as normalize
 from ._pipeline import (
     DEFAULT_READ_OPTIONS as DEFAULT_READ_OPTIONS,
     batches as batches,

@@ -8,6 +8,8 @@ import grain
 import jax
 import numpy as np
 
+from ._normalize import NORMALIZE_MODES, Stat, check_stat, normalize as normalize_inputs
+
 # In-memory gathers hold the GIL for a few microseconds each, so reader threads only add
 # contention: reading in the calling thread was fastest on a 2-core machine (see
 # `benchmarks/pipeline.py`); Grain's defaults (16 threads, 500 prefetch) were ~4x slower.
@@ -32,17 +34,6 @@ def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int
     return n // batch_size if drop_remainder else math.ceil(n / batch_size)
 
 
-def _normalize(images: np.ndarray, mode: str, mean: float, std: float) -> np.ndarray:
-    """Scale a whole batch of images to float32, to [0, 1] or to zero mean and unit std."""
-    # One fused ufunc each, writing float32 directly; exact division (not a multiply by the
-    # reciprocal) so batches equal the obvious `x.astype(np.float32) / 255` bit for bit.
-    if mode == "unit":
-        return np.divide(images, np.float32(255), dtype=np.float32)
-    out = np.subtract(images, np.float32(mean), dtype=np.float32)
-    out /= np.float32(std)
-    return out
-
-
 class _ArrayBatches(grain.MapDataset):
     """Element `i` is the `i`-th batch (over all epochs) of a dict of equal-length arrays."""
 
@@ -56,8 +47,10 @@ class _ArrayBatches(grain.MapDataset):
         shuffle: bool,
         drop_remainder: bool,
         normalize: str | None,
-        mean: float,
-        std: float,
+        mean: Stat,
+        std: Stat,
+        inputs: str,
+        labels: str | None,
         shard_index: int,
         shard_count: int,
         read_options: grain.ReadOptions,
@@ -73,6 +66,8 @@ class _ArrayBatches(grain.MapDataset):
         self._normalize = normalize
         self._mean = mean
         self._std = std
+        self._inputs = inputs
+        self._labels = labels
         self._shard_index = shard_index
         self._shard_count = shard_count
         self._read_options = read_options
@@ -121,9 +116,9 @@ class _ArrayBatches(grain.MapDataset):
         batch = {}
         for name, array in self._data.items():
             values = array[indices]  # one fancy-index gather per array, never per record
-            if name == "image" and self._normalize is not None:
-                values = _normalize(values, self._normalize, self._mean, self._std)
-            elif name == "label" and np.issubdtype(values.dtype, np.integer):
+            if name == self._inputs and self._normalize is not None:
+                values = normalize_inputs(values, self._normalize, self._mean, self._std)
+            elif name == self._labels and np.issubdtype(values.dtype, np.integer):
                 values = values.astype(np.int32)
             batch[name] = values
         return batch
@@ -140,9 +135,11 @@ def batches(
     num_epochs: int | None = None,
     shuffle: bool = True,
     drop_remainder: bool = True,
-    normalize: str | None = "unit",
-    mean: float | None = None,
-    std: float | None = None,
+    normalize: str | None = "auto",
+    mean: Stat | None = None,
+    std: Stat | None = None,
+    inputs: str | None = None,
+    labels: str | None = None,
     shard_index: int | None = None,
     shard_count: int | None = None,
     read_options: grain.ReadOptions | None = None,
@@ -152,8 +149,10 @@ def batches(
     Element `i` is the `i`-th batch, a dict with the keys of `data` and a leading batch axis.
     Each epoch visits every example once (at most `batch_size - 1` dropped with
     `drop_remainder`) in an order drawn from `(seed, epoch)`: a new order each epoch, the same
-    orders for the same seed. The entry `"image"` becomes float32 per `normalize`, integer
-    `"label"`s become int32, other entries keep their dtype.
+    orders for the same seed. The inputs entry (`inputs`, default `"image"`) is scaled per
+    `normalize`: by default only unsigned-integer inputs (raw pixels) are divided by 255, and
+    float inputs pass unchanged; integer labels (`labels`, default `"label"`) become int32;
+    other entries keep their dtype and values.
 
     Iterate with `iter(ds)`: the iterator's `get_state()` is a small JSON-serialisable dict, and
     `set_state(state)` on the iterator of an identically built dataset resumes with exactly the
@@ -164,7 +163,8 @@ def batches(
     **Arguments:**
 
     - `data`: arrays sharing their leading axis (the examples), e.g. `{"image": uint8 (N, 28,
-      28), "label": uint8 (N,)}`. Held by reference, not copied.
+      28), "label": uint8 (N,)}` or `{"x": float32 (N, 40), "y": int64 (N,)}` (with
+      `inputs="x", labels="y"`). Held by reference, not copied.
     - `batch_size`: the global batch size, summed over all shards.
     - `seed`: a non-negative integer; every process must pass the same one.
     - `num_epochs`: how many passes; `None` repeats forever, and then `len(ds)` is
@@ -172,10 +172,15 @@ def batches(
     - `shuffle`: draw a new order each epoch; `False` keeps the data's order.
     - `drop_remainder`: drop the last `n % batch_size` examples of each epoch instead of
       yielding a smaller batch.
-    - `normalize`: for `"image"`: `"unit"` divides by 255; `"standard"` subtracts `mean` and
-      divides by `std`; `None` leaves it as is.
-    - `mean`, `std`: the statistics for `"standard"`; computed once from all of `data["image"]`
-      when not given (pass the training set's values when batching a test set).
+    - `normalize`: for the inputs entry: `"auto"` (the default) divides unsigned-integer
+      inputs by 255 (to float32 in [0, 1]) and leaves every other dtype unchanged; `"unit"`
+      divides by 255 whatever the dtype (asked for explicitly); `"standard"` subtracts
+      `mean` and divides by `std` (to float32); `None` leaves the inputs as they are.
+    - `mean`, `std`: the statistics for `"standard"`: one number, or one per channel (the
+      inputs' last axis); computed once from all of the inputs (over every axis) when not
+      given (pass the training set's values when batching a test set).
+    - `inputs`: the key of the inputs entry; default `"image"`.
+    - `labels`: the key of the labels entry; default `"label"` when `data` has one.
     - `shard_index`, `shard_count`: this process reads the `shard_index`-th of `shard_count`
       equal slices of every global batch (a kept remainder batch splits into sizes that may
       differ by one). Default to `jax.process_index()` and `jax.process_count()`, read
@@ -188,8 +193,9 @@ def batches(
 
     - `ValueError`: for empty or ragged `data`, a `batch_size` that is not positive, larger
       than the data (with `drop_remainder`) or not divisible by `shard_count`, a negative
-      `seed`, a bad `num_epochs`, `normalize` without an `"image"` entry, or bad shard
-      arguments.
+      `seed`, a bad `num_epochs`, a normalisation without its inputs entry or a named
+      `labels` entry that `data` lacks (naming the key and the entries there are), or bad
+      shard arguments.
     """
     if not data:
         raise ValueError("data must hold at least one array")
@@ -208,23 +214,31 @@ def batches(
         raise ValueError(f"seed must be non-negative, got {seed}")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be at least 1 or None, got {num_epochs}")
-    if normalize not in ("unit", "standard", None):
-        raise ValueError(f"normalize must be 'unit', 'standard' or None, got {normalize!r}")
-    if normalize is not None and "image" not in arrays:
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be 'auto', 'unit', 'standard' or None, got {normalize!r}")
+    input_key = "image" if inputs is None else inputs
+    if normalize is not None and input_key not in arrays:
+        named = f"inputs={inputs!r}" if inputs is not None else "the default inputs='image'"
         raise ValueError(
-            f"normalize={normalize!r} applies to an 'image' entry, but data has only "
-            f"{sorted(arrays)}; pass normalize=None"
+            f"batches: normalize={normalize!r} applies to the inputs entry, but data has no "
+            f"{input_key!r} ({named}); its entries are {sorted(arrays)}: name the inputs with "
+            f"`inputs=` (and the labels with `labels=`), or pass normalize=None"
         )
+    if labels is not None and labels not in arrays:
+        raise ValueError(
+            f"batches: labels={labels!r} is not an entry of data; its entries are {sorted(arrays)}"
+        )
+    label_key = labels if labels is not None else ("label" if "label" in arrays else None)
     if normalize != "standard" and (mean is not None or std is not None):
         raise ValueError(f"mean and std apply to normalize='standard', not {normalize!r}")
     if normalize == "standard":
         if mean is None or std is None:
-            images = arrays["image"]
+            x = arrays[input_key]
             # float64 accumulation: a float32 sum over ~5e7 pixels loses digits.
-            mean = float(images.mean(dtype=np.float64)) if mean is None else mean
-            std = float(images.std(dtype=np.float64)) if std is None else std
-        if not std > 0:
-            raise ValueError(f"std must be positive, got {std}")
+            mean = float(x.mean(dtype=np.float64)) if mean is None else mean
+            std = float(x.std(dtype=np.float64)) if std is None else std
+        mean = check_stat("batches", "mean", mean)
+        std = check_stat("batches", "std", std, positive=True)
     if (shard_index is None) != (shard_count is None):
         raise ValueError("pass both shard_index and shard_count, or neither")
     if shard_index is None or shard_count is None:
@@ -244,8 +258,10 @@ def batches(
         shuffle=shuffle,
         drop_remainder=drop_remainder,
         normalize=normalize,
-        mean=0.0 if mean is None else float(mean),
-        std=1.0 if std is None else float(std),
+        mean=0.0 if mean is None else mean,
+        std=1.0 if std is None else std,
+        inputs=input_key,
+        labels=label_key,
         shard_index=shard_index,
         shard_count=shard_count,
         read_options=DEFAULT_READ_OPTIONS if read_options is None else read_options,

@@ -51,7 +51,14 @@ atomically (the card last) and returns the completed card. `Preprocess` computes
 `zoo.data.batches(normalize=..., mean=..., std=...)` does, bit for bit, then reshapes.
 """
 
-from . import _builders as _builders  # registers zoo's architectures
+# The registry lives below the models (zoo.models); the hub re-exports its public calls.
+from ..models import (
+    ModelSpec as ModelSpec,
+    WeightSet as WeightSet,
+    get_model_spec as get_model_spec,
+    register_model as register_model,
+    split_model_name as split_model_name,
+)
 from ._card import ModelCard as ModelCard, Preprocess as Preprocess
 from ._create import (
     create_model as create_model,
@@ -66,6 +73,7 @@ from ._errors import (
     GoldenMismatchError as GoldenMismatchError,
     HeadReinitialisedWarning as HeadReinitialisedWarning,
     OfflineError as OfflineError,
+    PublishTagError as PublishTagError,
     TruncatedWeightsError as TruncatedWeightsError,
     UnknownModelError as UnknownModelError,
     UnsafeNameError as UnsafeNameError,
@@ -73,9 +81,9 @@ from ._errors import (
     WeightsNotFoundError as WeightsNotFoundError,
 )
 from ._pretrained import check_golden as check_golden, save_pretrained as save_pretrained
-from ._registry import ModelSpec as ModelSpec, register_model as register_model
 from ._sources import (
     bundled_weights_dir as bundled_weights_dir,
+    check_publish_tag as check_publish_tag,
     user_weights_dir as user_weights_dir,
     zoo_home as zoo_home,
 )

@@ -7,59 +7,95 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from jaxtyping import Float32, UInt8
+from jaxtyping import Float32, Shaped
 
+from ..data import normalize
 from ._errors import WeightsError
 
-Layout = Literal["flat", "chw", "hw"]
-Normalize = Literal["unit", "standard"]
+Layout = Literal["flat", "chw", "hw", "keep"]
+Normalize = Literal["auto", "unit", "standard"]
+_LAYOUTS = ("flat", "chw", "hw", "keep")
+_NORMALIZE = ("auto", "unit", "standard", None)
+
+
+def _stat(name: str, value: Any, positive: bool = False) -> float | tuple[float, ...]:
+    values = np.asarray(value, dtype=np.float64)
+    ok = values.ndim <= 1 and values.size > 0 and bool(np.all(np.isfinite(values)))
+    if not ok or (positive and not np.all(values > 0)):
+        want = "positive" if positive else "finite"
+        raise ValueError(f"Preprocess: `{name}` must be a {want} number or one per channel")
+    return float(values) if values.ndim == 0 else tuple(float(v) for v in values)
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """How raw uint8 images `(n, height, width)` become model inputs; stored in the card so
-    that `zoo eval` feeds a model exactly what its recipe trained it on.
+    """How raw inputs (a batch with the examples first) become model inputs; stored in the
+    card so that `zoo eval` feeds a model exactly what its recipe trained it on.
 
-    The scaling is that of `zoo.data.batches(normalize=..., mean=..., std=...)`, bit for bit:
-    `"unit"` is `images / 255`, `"standard"` is `(images - mean) / std` with `mean` and
-    `std` in pixel units (0..255), `None` is a cast to float32. Then `layout` reshapes each
-    image: `"flat"` to `(height * width,)` (an MLP), `"chw"` to `(1, height, width)` (a
-    ConvNet), `"hw"` keeps `(height, width)` (rows as time steps, a GRU classifier).
+    The scaling is `zoo.data.normalize`, the function `zoo.data.batches(normalize=...,
+    mean=..., std=...)` applies, so the inputs equal the training batches bit for bit:
+    `"auto"` divides unsigned-integer inputs by 255 and leaves floats unchanged, `"unit"` is
+    `x / 255`, `"standard"` is `(x - mean) / std` (one number, or one per channel), `None`
+    is a cast to float32. Then `layout` arranges each example:
 
-    On disk (in `card.json`): `{"layout": "flat", "normalize": "unit", "mean": 0.0, "std": 1.0}`.
+    - `"flat"`: one vector, `(n, -1)` (an MLP);
+    - `"chw"`: channels first, `(n, channels, *spatial)` (a `zoo.ConvNet` of any number of
+      spatial axes): a channel axis of 1 is added when `channels` is `None`, and the last
+      axis moved to the front when the raw inputs are channels-last with `channels` channels;
+    - `"hw"`, `"keep"`: unchanged (`"hw"`: image rows as time steps for a GRU classifier).
+
+    `channels`: `None` when the raw inputs have no channel axis (grayscale images `(n, h,
+    w)`, signals `(n, length)`), else the size of their last, channel axis (`(n, h, w, 3)`).
+
+    On disk (in `card.json`): `{"layout": "chw", "normalize": "standard", "mean": [125.3,
+    123.0, 113.9], "std": [63.0, 62.1, 66.7], "channels": 3}`.
     """
 
     layout: Layout = "flat"
     normalize: Normalize | None = "unit"
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
+    channels: int | None = None
 
     def __post_init__(self):
-        if self.layout not in ("flat", "chw", "hw"):
-            raise ValueError(f"Preprocess: unknown `layout` {self.layout!r}")
-        if self.normalize not in ("unit", "standard", None):
+        if self.layout not in _LAYOUTS:
+            raise ValueError(f"Preprocess: unknown `layout` {self.layout!r}; use {_LAYOUTS}")
+        if self.normalize not in _NORMALIZE:
             raise ValueError(f"Preprocess: unknown `normalize` {self.normalize!r}")
-        if not self.std > 0:
-            raise ValueError(f"Preprocess: `std` must be positive, got {self.std!r}")
+        c = self.channels
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise ValueError(f"Preprocess: `channels` must be a positive int or None, got {c!r}")
+        # JSON gives lists; a frozen dataclass keeps tuples (hashable, equal after a round trip).
+        object.__setattr__(self, "mean", _stat("mean", self.mean))
+        object.__setattr__(self, "std", _stat("std", self.std, positive=True))
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) != (self.channels or 1):
+                raise ValueError(
+                    f"Preprocess: {len(value)} per-channel `{name}` values, but channels="
+                    f"{self.channels}"
+                )
 
-    def __call__(self, images: UInt8[np.ndarray, "n height width"]) -> Float32[np.ndarray, "n ..."]:
-        """**Arguments:** `images`, uint8 of shape `(n, height, width)`.
+    def __call__(self, inputs: Shaped[np.ndarray, "n ..."]) -> Float32[np.ndarray, "n ..."]:
+        """**Arguments:** `inputs`, raw inputs with the examples first: `(n, height, width)`
+        uint8 images, `(n, height, width, channels)` colour images, `(n, length)` signals...
 
         **Returns:** float32 model inputs with a leading axis of `n`.
+
+        **Raises:** `ValueError` when the inputs' last axis is not the `channels` recorded.
         """
-        # The same ufuncs as zoo.data's pipeline, so inputs match the training batches exactly.
-        if self.normalize == "unit":
-            x = np.divide(images, np.float32(255), dtype=np.float32)
-        elif self.normalize == "standard":
-            x = np.subtract(images, np.float32(self.mean), dtype=np.float32)
-            x /= np.float32(self.std)
-        else:
-            x = images.astype(np.float32)
-        n, h, w = images.shape
+        inputs = np.asarray(inputs)
+        if self.channels is not None and (inputs.ndim < 2 or inputs.shape[-1] != self.channels):
+            raise ValueError(
+                f"Preprocess: inputs of shape {inputs.shape} must be channels-last with "
+                f"{self.channels} channels on their last axis"
+            )
+        x = normalize(inputs, self.normalize, self.mean, self.std).astype(np.float32, copy=False)
+        n = x.shape[0]
         if self.layout == "flat":
-            return x.reshape(n, h * w)
+            return x.reshape(n, -1)
         if self.layout == "chw":
-            return x.reshape(n, 1, h, w)
+            return x[:, None] if self.channels is None else np.moveaxis(x, -1, 1)
         return x
 
 

@@ -9,6 +9,12 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from ..models import (
+    ModelSpec,
+    get_model_spec,
+    registered_architectures,
+    split_model_name as split_name,
+)
 from ._card import ModelCard
 from ._download import fetch_folder, is_url
 from ._errors import (
@@ -25,24 +31,46 @@ from ._pretrained import (
     read_card,
     read_config,
 )
-from ._registry import ModelSpec, get_spec, registered_names, split_name
 from ._sources import available_weights, find_weights
 
 Source = str | os.PathLike
 
 
+def as_folder(source: Source) -> Path | None:
+    """The folder `source` names, or `None` when it is a model name or a URL.
+
+    An `os.PathLike` is always a folder; a `str` is one when it names an existing directory
+    (`~` expanded). Any other `str` is a name (`"arch.tag"`) or, with `://`, a URL, so a
+    mistyped path is refused as an invalid name rather than searched for.
+    """
+    if isinstance(source, os.PathLike):
+        return Path(source)
+    if not isinstance(source, str) or not source or is_url(source):
+        return None
+    path = Path(source).expanduser()
+    return path if path.is_dir() else None
+
+
+def _locate(source: Source) -> tuple[Path, str | None]:
+    """The local folder of `source` (downloaded first for a URL) and the SHA-256 a URL pins."""
+    folder = as_folder(source)
+    if folder is not None:
+        return folder, None
+    assert isinstance(source, str)
+    if not is_url(source):
+        name_arch, tag = split_name(source)
+        location = find_weights(get_model_spec(name_arch), tag)[1]
+        if isinstance(location, Path):
+            return location, None
+        source = location
+    return fetch_folder(source)
+
+
 def _load_source(
     source: Source, *, arch: str | None = None, overrides: dict[str, Any] | None = None
 ) -> Loaded:
-    """Load from a folder (`os.PathLike`), a URL (`str` with `://`) or a name (`str`)."""
-    pinned = None
-    if isinstance(source, os.PathLike):
-        folder = Path(source)
-    elif is_url(source):
-        folder, pinned = fetch_folder(source)
-    else:
-        name_arch, tag = split_name(source)
-        _, folder = find_weights(get_spec(name_arch), tag)
+    """Load from a folder (a path), a URL (`str` with `://`) or a name (`str`)."""
+    folder, pinned = _locate(source)
     # Before building anything: overrides meant for `arch` would confuse another builder.
     if arch is not None and (found := read_config(folder)[0]) != arch:
         raise ArchitectureMismatchError(f"the weights in {folder} are for {found!r}, not {arch!r}")
@@ -61,7 +89,8 @@ def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
     - `source`: one of
         - a name, `"arch.tag"`, or `"arch"` for its default weights, looked up in the
           bundled weights and then in `$ZOO_HOME/weights` (see [`zoo.hub.zoo_home`][]);
-        - a folder, as a `pathlib.Path` (a `str` is always a name or a URL);
+        - a folder, as a `pathlib.Path` or a `str` naming an existing folder (a `str`
+          that is neither is a name or, with `://`, a URL);
         - a URL of a published folder pinned by the SHA-256 of its `weights.eqx`:
           `"https://host/path/mlp_mnist.fashion/#sha256=<64 hex digits>"` (also
           `http://` and `file://`), downloaded once into `$ZOO_HOME/downloads/<sha256>/`.
@@ -83,18 +112,13 @@ def model_card(source: Source) -> ModelCard:
     Only the card is read (the weights are verified when they are loaded); a URL is
     downloaded into the cache first, where its weights' SHA-256 was checked.
     """
-    if isinstance(source, os.PathLike):
-        return read_card(Path(source))
-    if is_url(source):
-        folder, pinned = fetch_folder(source)
-        card = read_card(folder)
-        if card.weights_sha256 != pinned:
-            raise ChecksumMismatchError(
-                f"{folder}/card.json pins SHA-256 {card.weights_sha256}, but the URL pins {pinned}"
-            )
-        return card
-    arch, tag = split_name(source)
-    return read_card(find_weights(get_spec(arch), tag)[1])
+    folder, pinned = _locate(source)
+    card = read_card(folder)
+    if pinned is not None and card.weights_sha256 != pinned:
+        raise ChecksumMismatchError(
+            f"{folder}/card.json pins SHA-256 {card.weights_sha256}, but the URL pins {pinned}"
+        )
+    return card
 
 
 def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
@@ -108,7 +132,7 @@ def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
 
     **Returns:** the sorted names.
     """
-    names = available_weights() if pretrained else registered_names()
+    names = available_weights() if pretrained else registered_architectures()
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
@@ -119,7 +143,7 @@ def _resolve(
     if isinstance(pretrained, os.PathLike):
         return pretrained
     if isinstance(pretrained, str):
-        if is_url(pretrained):
+        if is_url(pretrained) or as_folder(pretrained) is not None:
             return pretrained
         if tag is not None and pretrained != tag:
             raise ValueError(
@@ -209,13 +233,13 @@ def create_model(
     number of classes), and the errors of [`zoo.load_pretrained`][].
     """
     arch, tag = split_name(name)
-    spec = get_spec(arch)
+    spec = get_model_spec(arch)
     key = default_key() if key is None else key
     source = _resolve(spec, tag, pretrained)
     if source is None:
         config = dict(overrides)
         if tag is not None:
-            config = {**read_config(find_weights(spec, tag)[1])[1], **config}
+            config = {**read_config(_locate(f"{arch}.{tag}")[0])[1], **config}
         if num_classes is not None:
             config["num_classes"] = num_classes
         return spec.builder(key=key, **config)

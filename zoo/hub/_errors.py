@@ -1,12 +1,7 @@
 """The errors and warnings of the hub, so that callers can catch each problem by its class."""
 
-
-class UnsafeNameError(ValueError):
-    """A model name or tag outside `[a-z0-9_.-]`, or one that could leave its folder."""
-
-
-class UnknownModelError(LookupError):
-    """No architecture is registered under the name."""
+# The naming errors belong to the registry (zoo.models); the hub raises them too.
+from ..models import UnknownModelError as UnknownModelError, UnsafeNameError as UnsafeNameError
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -40,6 +35,10 @@ class DownloadError(OSError):
 
 class OfflineError(DownloadError):
     """`ZOO_OFFLINE=1` forbids the network download that was needed."""
+
+
+class PublishTagError(ValueError):
+    """A tag to publish under is already taken by one of zoo's own weight sets."""
 
 
 class HeadReinitialisedWarning(UserWarning):

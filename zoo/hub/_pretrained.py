@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from ..models import get_model_spec as get_spec, split_model_name as split_name
 from ._card import ModelCard
 from ._errors import (
     ArchitectureMismatchError,
@@ -41,7 +42,6 @@ from ._errors import (
     WeightsError,
     WeightsNotFoundError,
 )
-from ._registry import get_spec, split_name
 from ._sources import CARD_FILE, CONFIG_FILE, GOLDEN_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1

@@ -3,8 +3,14 @@
 from pathlib import Path
 
 from .. import _paths
-from ._errors import WeightsNotFoundError
-from ._registry import ModelSpec, check_tag, split_name
+from ..models import (
+    ModelSpec,
+    check_tag,
+    get_model_spec,
+    registered_architectures,
+    split_model_name as split_name,
+)
+from ._errors import PublishTagError, WeightsNotFoundError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.eqx"
@@ -43,13 +49,23 @@ def _roots() -> list[tuple[Path, str]]:
     return [(BUNDLED_DIR, "bundled"), (user_weights_dir(), "$ZOO_HOME/weights")]
 
 
-def available_weights() -> dict[str, Path]:
-    """Every `arch.tag` with weights on disk, mapped to its folder.
+def available_weights() -> dict[str, Path | str]:
+    """Every `arch.tag` with weights, mapped to its folder (or, for a weight set published at
+    a URL, to that URL).
 
-    Bundled weights come first: a folder of the same name under `$ZOO_HOME/weights` is
-    shadowed by them (publish your runs under tags of their own).
+    First the registered architectures' weight tables (bundled folders and URLs), then any
+    other folder in the bundled folder, then `$ZOO_HOME/weights`: a folder of the same name
+    under `$ZOO_HOME/weights` is shadowed by zoo's own (which is why publishing under a tag
+    zoo uses is refused, see [`zoo.hub.check_publish_tag`][]).
     """
-    found: dict[str, Path] = {}
+    found: dict[str, Path | str] = {}
+    for arch in registered_architectures():
+        for tag, entry in get_model_spec(arch).weights.items():
+            name = f"{arch}.{tag}"
+            if entry.url is not None:
+                found[name] = entry.url
+            elif (BUNDLED_DIR / name / CONFIG_FILE).is_file():
+                found[name] = BUNDLED_DIR / name
     for root, _ in _roots():
         if not root.is_dir():
             continue
@@ -64,12 +80,13 @@ def available_weights() -> dict[str, Path]:
     return found
 
 
-def find_weights(spec: ModelSpec, tag: str | None) -> tuple[str, Path]:
-    """The folder of `spec`'s weights `tag`, or of its default weights when `tag` is `None`.
+def find_weights(spec: ModelSpec, tag: str | None) -> tuple[str, Path | str]:
+    """Where `spec`'s weights `tag` are, or its default weights when `tag` is `None`.
 
     The default is `spec.default_tag` when those weights exist, else the only tag there is.
 
-    **Returns:** `(name, folder)` with `name = "arch.tag"`.
+    **Returns:** `(name, location)` with `name = "arch.tag"` and `location` a folder, or the
+    pinned URL of a weight set published elsewhere.
 
     **Raises:** `WeightsNotFoundError` naming the folders searched and the tags available.
     """
@@ -95,6 +112,50 @@ def find_weights(spec: ModelSpec, tag: str | None) -> tuple[str, Path]:
         what = f"no weights {spec.name}.{tag}"
     listed = ", ".join(f"{spec.name}.{t}" for t in tags) or "none"
     raise WeightsNotFoundError(
-        f"{what}: looked in {where}; available: {listed} (pass a URL with '#sha256=' or a "
-        f"folder as a pathlib.Path for weights elsewhere)"
+        f"{what}: looked in {where}; available: {listed} (pass a URL with '#sha256=' or the "
+        f"path of a weights folder for weights elsewhere)"
     )
+
+
+def check_publish_tag(arch: str, tag: str) -> str:
+    """Refuse to publish `arch.tag` when zoo itself ships weights under that name.
+
+    Weights found by name come from zoo's own weight sets first, so weights published under
+    one of their names would be silently shadowed: `create_model("mlp_mnist.fashion",
+    pretrained=True)` would keep returning the bundled ones. Recipes call this before they
+    train, so that a run is not wasted.
+
+    **Arguments:** `arch`, a registered architecture; `tag`, the tag to publish under.
+
+    **Returns:** the name `"arch.tag"` to publish as.
+
+    **Raises:** `PublishTagError` naming the weight set that holds the name and the tags zoo
+    uses; `UnknownModelError` / `UnsafeNameError` for an unknown architecture or invalid tag.
+
+    ```python
+    import zoo
+
+    zoo.hub.check_publish_tag("mlp_mnist", "my-run")   # fine: returns "mlp_mnist.my-run"
+    try:
+        zoo.hub.check_publish_tag("mlp_mnist", "fashion")
+    except zoo.hub.PublishTagError as e:
+        print(e)  # mlp_mnist.fashion is one of zoo's own weight sets ...
+    ```
+    """
+    spec = get_model_spec(arch)
+    check_tag(tag)
+    name = f"{arch}.{tag}"
+    taken = set(spec.weights)
+    if BUNDLED_DIR.is_dir():
+        taken |= {
+            split_name(p.name)[1] or ""
+            for p in BUNDLED_DIR.iterdir()
+            if p.name.startswith(arch + ".") and (p / CONFIG_FILE).is_file()
+        }
+    if tag in taken:
+        raise PublishTagError(
+            f"{name} is one of zoo's own weight sets, which are found first by name, so "
+            f"weights published as {name!r} would be shadowed by them; choose another tag "
+            f"(zoo uses: {', '.join(sorted(taken))})"
+        )
+    return name

@@ -1,5 +1,24 @@
-"""zoo's model architectures: `eqx.Module`s that take one example per call."""
+"""zoo's model architectures: `eqx.Module`s that take one example per call, and the registry
+of named architectures with their pretrained weight sets.
 
+One architecture, one file: each module holds its model, the `@register_model` builders that
+name it and its table of `WeightSet`s (see `zoo/models/_registry.py` for how a new file
+registers itself). Importing `zoo.models` registers them all.
+"""
+
+from ._registry import (
+    ModelSpec as ModelSpec,
+    UnknownModelError as UnknownModelError,
+    UnsafeNameError as UnsafeNameError,
+    WeightSet as WeightSet,
+    check_tag as check_tag,
+    get_model_spec as get_model_spec,
+    register_model as register_model,
+    registered_architectures as registered_architectures,
+    split_model_name as split_model_name,
+)
+
+# isort: split
 from ._convnet import ConvNet as ConvNet
 from ._gru import (
     GRU as GRU,

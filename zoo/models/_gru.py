@@ -1,5 +1,7 @@
 """Gated recurrent units: a single-step cell, and sequence models that scan it over time."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.lax as lax
@@ -7,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
+from ._registry import WeightSet, register_model
 from ._validate import positive_int
 
 
@@ -204,3 +207,36 @@ class GRUClassifier(eqx.Module):
         del key
         check_shape("GRUClassifier", "xs", xs, (None, self.encoder.in_size))
         return self.readout(self.encoder(xs)[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered architectures and their pretrained weights.
+
+GRU_OU_WEIGHTS = {
+    "ou": WeightSet(
+        dataset="ou-process",
+        metrics={"test_mse": 0.03517019376158714},
+        description="denoising a noisy Ornstein-Uhlenbeck path (recipes.ou_gru)",
+    ),
+}
+
+
+@register_model(default_tag="ou", weights=GRU_OU_WEIGHTS)
+def gru_ou(
+    *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
+) -> tuple[GRU, eqx.nn.State]:
+    """The GRU of the Ornstein-Uhlenbeck denoising experiment (`zoo.GRU`'s defaults:
+    Linear 1->12, ReLU, GRU 12, Linear 12->1)."""
+    if num_classes is not None:
+        raise ValueError("gru_ou is a sequence-to-sequence model: it has no `num_classes`")
+    return eqx.nn.make_with_state(GRU)(**kwargs, key=key)
+
+
+@register_model(head=lambda m: m.readout, default_tag="fashion")
+def gru_rows(
+    *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
+) -> tuple[GRUClassifier, eqx.nn.State]:
+    """A `zoo.GRUClassifier` reading 28x28 images row by row (28 steps of 28 pixels)."""
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return eqx.nn.make_with_state(GRUClassifier)(**kwargs, key=key)

@@ -1,10 +1,13 @@
 """The multi-layer perceptron."""
 
+from typing import Any
+
 import equinox as eqx
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._activations import get_activation
+from ._registry import WeightSet, register_model
 from ._validate import non_negative_int, positive_int
 
 
@@ -74,3 +77,29 @@ class MLP(eqx.Module):
         for layer in self.layers[:-1]:
             x = act(layer(x))
         return self.layers[-1](x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered architectures and their pretrained weights.
+
+MLP_MNIST_WEIGHTS = {
+    "fashion": WeightSet(
+        dataset="fashion-mnist",
+        metrics={"test_accuracy": 0.898},
+        preprocess={"layout": "flat", "normalize": "unit"},
+        description="trained by recipes.mnist_mlp (10 epochs)",
+    ),
+}
+
+
+@register_model(head=lambda m: m.layers[-1], default_tag="fashion", weights=MLP_MNIST_WEIGHTS)
+def mlp_mnist(
+    *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
+) -> tuple[MLP, eqx.nn.State]:
+    """The 784-512-512-10 ReLU MLP of the MNIST experiment (`zoo.MLP`; `num_classes` sets
+    `out_size`)."""
+    # `num_classes` is the hub-wide spelling; it wins over `out_size` so that
+    # `create_model(..., num_classes=n)` can replace a saved config's value.
+    if num_classes is not None:
+        kwargs["out_size"] = num_classes
+    return eqx.nn.make_with_state(MLP)(**kwargs, key=key)
