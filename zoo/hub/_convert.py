@@ -16,9 +16,14 @@ import jax.lax as lax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models._resnet import IMPORTED_COUNTER, ResNet, build_resnet
-from ..models._vit import VisionTransformer, build_vit
+from ..models import ResNet, VisionTransformer, get_model_spec
 from ._errors import WeightsError
+
+# torch's running statistics are plain averages, not Equinox's zero-debiased sums: a batch
+# counter this large makes `momentum**counter` underflow to 0, so zoo's inference divides
+# them by 1, and leaves room for ~1e9 further training steps before the int32 counter
+# overflows. Conversion stores `IMPORTED_COUNTER + num_batches_tracked`; export subtracts it.
+IMPORTED_COUNTER = 2**30
 
 
 class ConversionError(WeightsError):
@@ -284,6 +289,13 @@ def _infer(tensors: Mapping[str, Any], name: str, axis: int) -> int | None:
     return None if value is None else int(value.shape[axis])
 
 
+def _build(arch: str, cls: type, kwargs: dict[str, Any]) -> tuple[Any, eqx.nn.State]:
+    model, state = get_model_spec(arch).builder(key=jax.random.PRNGKey(0), **kwargs)
+    if not isinstance(model, cls):
+        raise ValueError(f"{arch!r} builds a {type(model).__name__}, not a zoo.{cls.__name__}")
+    return model, state
+
+
 def from_torchvision_resnet(
     tensors: Mapping[str, Any], arch: str = "resnet50", **kwargs: Any
 ) -> tuple[ResNet, eqx.nn.State]:
@@ -292,7 +304,7 @@ def from_torchvision_resnet(
     **Arguments:**
 
     - `tensors`: torchvision's names to arrays (see [`zoo.hub.convert_state_dict`][]).
-    - `arch`: the layout, `"resnet18"`, `"resnet34"`, `"resnet50"`, ...; `in_channels`
+    - `arch`: a registered ResNet, `"resnet18"`, `"resnet34"`, `"resnet50"`, ...; `in_channels`
       and `num_classes` are read from the `conv1` and `fc` tensors.
     - `**kwargs`: further `zoo.ResNet` arguments (e.g. `dtype`).
 
@@ -303,7 +315,7 @@ def from_torchvision_resnet(
     kwargs.setdefault("in_channels", _infer(tensors, "conv1.weight", 1) or 3)
     if (classes := _infer(tensors, "fc.weight", 0)) is not None:
         kwargs.setdefault("num_classes", classes)
-    model, state = build_resnet(arch, key=jax.random.PRNGKey(0), **kwargs)
+    model, state = _build(arch, ResNet, kwargs)
     model, state = convert_state_dict(model, state, tensors)
     return eqx.nn.inference_mode(model), state
 
@@ -316,7 +328,7 @@ def from_timm_vit(
     **Arguments:**
 
     - `tensors`: timm's names to arrays (see [`zoo.hub.convert_state_dict`][]).
-    - `arch`: the layout, e.g. `"vit_small_patch16_224"`; `in_channels` and `num_classes`
+    - `arch`: a registered ViT, e.g. `"vit_small_patch16_224"`; `in_channels` and `num_classes`
       are read from the `patch_embed.proj` and `head` tensors.
     - `**kwargs`: further `zoo.VisionTransformer` arguments (e.g. `dtype`).
 
@@ -327,6 +339,6 @@ def from_timm_vit(
     kwargs.setdefault("in_channels", _infer(tensors, "patch_embed.proj.weight", 1) or 3)
     if (classes := _infer(tensors, "head.weight", 0)) is not None:
         kwargs.setdefault("num_classes", classes)
-    model, state = build_vit(arch, key=jax.random.PRNGKey(0), **kwargs)
+    model, state = _build(arch, VisionTransformer, kwargs)
     model, state = convert_state_dict(model, state, tensors)
     return eqx.nn.inference_mode(model), state

@@ -13,16 +13,11 @@ import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._fastinit import normal, skeleton
+from ._registry import register_model
 from ._validate import positive_int
 
 BlockKind = Literal["basic", "bottleneck"]
 Stem = Literal["imagenet", "small"]
-
-# Converted (torch) statistics are already averages, not zero-debiased sums: a batch counter
-# at least this large makes `momentum**counter` underflow to 0, so the debiasing divides by 1,
-# while leaving room for ~1e9 further training steps before the int32 counter overflows.
-# The converters store `IMPORTED_COUNTER + num_batches_tracked` and export the difference.
-IMPORTED_COUNTER = 2**30
 
 
 def _conv(
@@ -81,7 +76,7 @@ def _apply_norm(
     running variance takes the unbiased batch variance (`n / (n - 1)`), as torch's does, so
     that converted torchvision weights keep their statistics' meaning when fine-tuned.
     Inference divides the running averages by `1 - momentum**counter` (Equinox's zero
-    debiasing; 1 for converted statistics, see `IMPORTED_COUNTER`)."""
+    debiasing; converted torch statistics come with a counter so large that it divides by 1)."""
     counter_index, stats_index = norm.batch_counter, norm.batch_state_index
     assert counter_index is not None and stats_index is not None  # mode="batch" has both
     counter = state.get(counter_index)
@@ -408,39 +403,52 @@ class ResNet(eqx.Module):
         return eqx.tree_at(lambda m: m.head, self, head)
 
 
-# --------------------------------------------------------------------------- builders
-# Plain functions until the registry lives beside the models; each returns `(model, state)`.
+# --------------------------------------------------------------------------- registry
+# No weight sets yet: the Fashion-MNIST recipe and converted torchvision weights come later.
 
-RESNET_CONFIGS: dict[str, dict[str, Any]] = {
-    "resnet18": {"block": "basic", "layers": (2, 2, 2, 2)},
-    "resnet34": {"block": "basic", "layers": (3, 4, 6, 3)},
-    "resnet50": {"block": "bottleneck", "layers": (3, 4, 6, 3)},
-    # The CIFAR-10 ResNets of He et al. (2016), section 4.2, with projection shortcuts.
-    "resnet20": {
-        "layers": (3, 3, 3),
-        "widths": (16, 32, 64),
-        "stem": "small",
-        "stem_width": 16,
-        "num_classes": 10,
-    },
-    "resnet32": {
-        "layers": (5, 5, 5),
-        "widths": (16, 32, 64),
-        "stem": "small",
-        "stem_width": 16,
-        "num_classes": 10,
-    },
+_RESNET18: dict[str, Any] = {"block": "basic", "layers": (2, 2, 2, 2)}
+_RESNET34: dict[str, Any] = {"block": "basic", "layers": (3, 4, 6, 3)}
+_RESNET50: dict[str, Any] = {"block": "bottleneck", "layers": (3, 4, 6, 3)}
+# The CIFAR-10 ResNets of He et al. (2016), section 4.2, with projection shortcuts.
+_CIFAR: dict[str, Any] = {
+    "widths": (16, 32, 64),
+    "stem": "small",
+    "stem_width": 16,
+    "num_classes": 10,
 }
 
 
-def build_resnet(
-    arch: str, *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
-) -> tuple[ResNet, eqx.nn.State]:
-    """`eqx.nn.make_with_state(ResNet)` with the layout `arch` (a key of `RESNET_CONFIGS`),
-    overridden by `kwargs`."""
-    if arch not in RESNET_CONFIGS:
-        raise ValueError(f"unknown ResNet layout {arch!r}; known: {', '.join(RESNET_CONFIGS)}")
-    config = {**RESNET_CONFIGS[arch], **kwargs}
-    if num_classes is not None:
-        config["num_classes"] = num_classes
-    return eqx.nn.make_with_state(ResNet)(**config, key=key)
+def _build(defaults: dict[str, Any], key: PRNGKeyArray, kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    return eqx.nn.make_with_state(ResNet)(**{**defaults, **kwargs}, key=key)
+
+
+@register_model(head=lambda m: m.head)
+def resnet18(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    """ResNet-18, torchvision's layout (`zoo.ResNet`: basic blocks (2, 2, 2, 2))."""
+    return _build(_RESNET18, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def resnet34(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    """ResNet-34, torchvision's layout (`zoo.ResNet`: basic blocks (3, 4, 6, 3))."""
+    return _build(_RESNET34, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def resnet50(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    """ResNet-50 v1.5, torchvision's layout (`zoo.ResNet`: bottlenecks (3, 4, 6, 3))."""
+    return _build(_RESNET50, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def resnet20(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    """ResNet-20 for 32x32 or 28x28 images (`zoo.ResNet`: 3x3 stem, 3 x 3 basic blocks of
+    16/32/64 channels); `in_channels=1` for Fashion-MNIST."""
+    return _build({**_CIFAR, "layers": (3, 3, 3)}, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def resnet32(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
+    """ResNet-32 for 32x32 or 28x28 images (`zoo.ResNet`: 3x3 stem, 3 x 5 basic blocks of
+    16/32/64 channels)."""
+    return _build({**_CIFAR, "layers": (5, 5, 5)}, key, kwargs)

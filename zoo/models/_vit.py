@@ -11,6 +11,7 @@ import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._fastinit import normal, skeleton
+from ._registry import register_model
 from ._validate import positive_int
 
 # timm's ViTs: LayerNorm eps 1e-6, Linear weights drawn with std 0.02 and zero biases.
@@ -298,35 +299,56 @@ class VisionTransformer(eqx.Module):
         return eqx.tree_at(lambda m: m.head, self, head)
 
 
-# --------------------------------------------------------------------------- builders
-# Plain functions until the registry lives beside the models; each returns `(model, state)`.
+# --------------------------------------------------------------------------- registry
+# No weight sets yet: the Fashion-MNIST recipe and converted timm weights come later.
 
-VIT_CONFIGS: dict[str, dict[str, Any]] = {
-    "vit_tiny_patch16_224": {"dim": 192, "depth": 12, "num_heads": 3},
-    "vit_small_patch16_224": {"dim": 384, "depth": 12, "num_heads": 6},
-    "vit_base_patch16_224": {"dim": 768, "depth": 12, "num_heads": 12},
-    # For 28x28 grey images (Fashion-MNIST): 7x7 = 49 patches of 4x4, six narrow blocks.
-    "vit_patch4_28": {
-        "image_size": 28,
-        "patch_size": 4,
-        "dim": 128,
-        "depth": 6,
-        "num_heads": 4,
-        "mlp_ratio": 2.0,
-        "in_channels": 1,
-        "num_classes": 10,
-    },
+
+def _build(defaults: dict[str, Any], key: PRNGKeyArray, kwargs: Any):
+    return eqx.nn.make_with_state(VisionTransformer)(**{**defaults, **kwargs}, key=key)
+
+
+@register_model(head=lambda m: m.head)
+def vit_tiny_patch16_224(
+    *, key: PRNGKeyArray, **kwargs: Any
+) -> tuple[VisionTransformer, eqx.nn.State]:
+    """ViT-Ti/16 at 224x224, timm's layout (`zoo.VisionTransformer`: dim 192, 12 blocks,
+    3 heads)."""
+    return _build({"dim": 192, "depth": 12, "num_heads": 3}, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def vit_small_patch16_224(
+    *, key: PRNGKeyArray, **kwargs: Any
+) -> tuple[VisionTransformer, eqx.nn.State]:
+    """ViT-S/16 at 224x224, timm's layout (`zoo.VisionTransformer`: dim 384, 12 blocks,
+    6 heads)."""
+    return _build({"dim": 384, "depth": 12, "num_heads": 6}, key, kwargs)
+
+
+@register_model(head=lambda m: m.head)
+def vit_base_patch16_224(
+    *, key: PRNGKeyArray, **kwargs: Any
+) -> tuple[VisionTransformer, eqx.nn.State]:
+    """ViT-B/16 at 224x224, timm's layout (`zoo.VisionTransformer`: dim 768, 12 blocks,
+    12 heads)."""
+    return _build({"dim": 768, "depth": 12, "num_heads": 12}, key, kwargs)
+
+
+# For 28x28 grey images (Fashion-MNIST): 7x7 = 49 patches of 4x4, six narrow blocks.
+_PATCH4_28: dict[str, Any] = {
+    "image_size": 28,
+    "patch_size": 4,
+    "dim": 128,
+    "depth": 6,
+    "num_heads": 4,
+    "mlp_ratio": 2.0,
+    "in_channels": 1,
+    "num_classes": 10,
 }
 
 
-def build_vit(
-    arch: str, *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
-) -> tuple[VisionTransformer, eqx.nn.State]:
-    """`eqx.nn.make_with_state(VisionTransformer)` (an empty state) with the layout `arch`
-    (a key of `VIT_CONFIGS`), overridden by `kwargs`."""
-    if arch not in VIT_CONFIGS:
-        raise ValueError(f"unknown ViT layout {arch!r}; known: {', '.join(VIT_CONFIGS)}")
-    config = {**VIT_CONFIGS[arch], **kwargs}
-    if num_classes is not None:
-        config["num_classes"] = num_classes
-    return eqx.nn.make_with_state(VisionTransformer)(**config, key=key)
+@register_model(head=lambda m: m.head)
+def vit_patch4_28(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[VisionTransformer, eqx.nn.State]:
+    """A small ViT for 28x28 grey images (`zoo.VisionTransformer`: 4x4 patches, dim 128,
+    6 blocks, 4 heads, MLP ratio 2, 10 classes)."""
+    return _build(_PATCH4_28, key, kwargs)
