@@ -73,31 +73,29 @@ def _layer_norm(name: str, path: str) -> list[_Param]:
     return _linear(name, path)  # the same two names: `weight` and `bias`, same shapes
 
 
-def _batch_norm(name: str, path: str, params: list[_Param], norms: list[_Norm]) -> None:
-    params += _linear(name, path)  # `weight` and `bias`, as a Linear's
-    norms.append(_Norm(name, path))
+def _batch_norm(name: str, path: str) -> list[_Param | _Norm]:
+    # `weight` and `bias` (as a Linear's), then the statistics: torch's order.
+    return [*_linear(name, path), _Norm(name, path)]
 
 
-def _resnet_table(model: ResNet) -> tuple[list[_Param], list[_Norm]]:
-    """torchvision's `torchvision.models.resnet.ResNet` names."""
-    params = _conv("conv1", "stem_conv")
-    norms: list[_Norm] = []
-    _batch_norm("bn1", "stem_norm", params, norms)
+def _resnet_table(model: ResNet) -> list[_Param | _Norm]:
+    """torchvision's `torchvision.models.resnet.ResNet` names, in its order."""
+    table: list[_Param | _Norm] = [*_conv("conv1", "stem_conv"), *_batch_norm("bn1", "stem_norm")]
     for s, stage in enumerate(model.stages):
         for b, block in enumerate(stage):
             tv, zoo = f"layer{s + 1}.{b}", f"stages.{s}.{b}"
             convs = ("conv1", "conv2", "conv3") if hasattr(block, "conv3") else ("conv1", "conv2")
             for i, conv in enumerate(convs, start=1):
-                params += _conv(f"{tv}.{conv}", f"{zoo}.{conv}")
-                _batch_norm(f"{tv}.bn{i}", f"{zoo}.bn{i}", params, norms)
+                table += _conv(f"{tv}.{conv}", f"{zoo}.{conv}")
+                table += _batch_norm(f"{tv}.bn{i}", f"{zoo}.bn{i}")
             if block.downsample_conv is not None:
-                params += _conv(f"{tv}.downsample.0", f"{zoo}.downsample_conv")
-                _batch_norm(f"{tv}.downsample.1", f"{zoo}.downsample_norm", params, norms)
-    params += _linear("fc", "head")
-    return params, norms
+                table += _conv(f"{tv}.downsample.0", f"{zoo}.downsample_conv")
+                table += _batch_norm(f"{tv}.downsample.1", f"{zoo}.downsample_norm")
+    table += _linear("fc", "head")
+    return table
 
 
-def _vit_table(model: VisionTransformer) -> tuple[list[_Param], list[_Norm]]:
+def _vit_table(model: VisionTransformer) -> list[_Param | _Norm]:
     """timm's `timm.models.vision_transformer.VisionTransformer` names (class token, no
     register tokens, no layer scale, `global_pool="token"`)."""
     dim = model.num_features
@@ -122,10 +120,10 @@ def _vit_table(model: VisionTransformer) -> tuple[list[_Param], list[_Norm]]:
         params += _linear(f"{t}.mlp.fc2", f"{z}.fc2")
     params += _layer_norm("norm", "norm")
     params += _linear("head", "head")
-    return params, []
+    return list(params)
 
 
-def _table(model: Any) -> tuple[list[_Param], list[_Norm]]:
+def _table(model: Any) -> list[_Param | _Norm]:
     if isinstance(model, ResNet):
         return _resnet_table(model)
     if isinstance(model, VisionTransformer):
@@ -152,7 +150,9 @@ def _numpy(value: Any, name: str) -> np.ndarray:
             value = value.float()
         value = value.numpy()
     try:
-        return np.asarray(value)
+        # A copy: `.numpy()` shares the tensor's memory and `jnp.asarray` may share it too,
+        # so torch updating its buffers in place would otherwise change the zoo model.
+        return np.array(value, copy=True)
     except Exception as e:
         raise ConversionError(f"tensor {name!r} is not an array ({type(value).__name__}): {e}")
 
@@ -160,15 +160,15 @@ def _numpy(value: Any, name: str) -> np.ndarray:
 def _check_names(model: Any, tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """All of `tensors` as NumPy, once every expected name is there with its shape and
     nothing else is. **Raises:** `ConversionError` listing every problem."""
-    params, norms = _table(model)
     expected: dict[str, tuple[tuple[int, ...], str]] = {}
-    for p in params:
-        expected[p.name] = (_torch_shape(model, p), "float")
-    for n in norms:
-        (channels,) = _get(model, n.path).weight.shape
+    for entry in _table(model):
+        if isinstance(entry, _Param):
+            expected[entry.name] = (_torch_shape(model, entry), "float")
+            continue
+        (channels,) = _get(model, entry.path).weight.shape
         for stat in ("running_mean", "running_var"):
-            expected[f"{n.prefix}.{stat}"] = ((channels,), "float")
-        expected[f"{n.prefix}.num_batches_tracked"] = ((), "int")
+            expected[f"{entry.prefix}.{stat}"] = ((channels,), "float")
+        expected[f"{entry.prefix}.num_batches_tracked"] = ((), "int")
     arrays = {name: _numpy(value, name) for name, value in tensors.items()}
     problems = []
     missing = [name for name in expected if name not in arrays]
@@ -198,9 +198,9 @@ def _check_names(model: Any, tensors: Mapping[str, Any]) -> dict[str, np.ndarray
     return arrays
 
 
-def _check_coverage(model: Any, params: list[_Param]) -> None:
+def _check_coverage(model: Any, table: list[_Param | _Norm]) -> None:
     """Guard the table itself: every array of the model must be named exactly once."""
-    named = [id(_get(model, p)) for param in params for p in param.paths]
+    named = [id(_get(model, p)) for e in table if isinstance(e, _Param) for p in e.paths]
     leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))
     if sorted(named) != sorted(id(x) for x in leaves) or len(set(named)) != len(named):
         raise AssertionError(
@@ -228,9 +228,10 @@ def convert_state_dict(
     **Raises:** `ConversionError` naming every missing, unexpected or mis-shaped tensor (and
     any of the wrong kind of dtype); `TypeError` for an unsupported model.
     """
-    params, norms = _table(model)
-    _check_coverage(model, params)
+    table = _table(model)
+    _check_coverage(model, table)
     arrays = _check_names(model, tensors)
+    params = [e for e in table if isinstance(e, _Param)]
     paths, values = [], []
     for p in params:
         a = arrays[p.name]
@@ -240,7 +241,7 @@ def convert_state_dict(
             paths.append(path)
             values.append(jnp.asarray(part.reshape(leaf.shape), dtype=leaf.dtype))
     model = eqx.tree_at(lambda m: [_get(m, p) for p in paths], model, values)
-    for n in norms:
+    for n in (e for e in table if isinstance(e, _Norm)):
         norm = _get(model, n.path)
         mean, var = state.get(norm.batch_state_index)
         stats = (
@@ -265,14 +266,15 @@ def to_state_dict(model: Any, state: eqx.nn.State) -> dict[str, np.ndarray]:
 
     **Returns:** a dict of names to NumPy arrays, in the table's order.
     """
-    params, norms = _table(model)
-    _check_coverage(model, params)
+    table = _table(model)
+    _check_coverage(model, table)
     out: dict[str, np.ndarray] = {}
-    for p in params:
-        parts = [np.asarray(_get(model, path)) for path in p.paths]
-        a = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-        out[p.name] = a.reshape(_torch_shape(model, p))
-    for n in norms:
+    for n in table:
+        if isinstance(n, _Param):
+            parts = [np.asarray(_get(model, path)) for path in n.paths]
+            a = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+            out[n.name] = a.reshape(_torch_shape(model, n))
+            continue
         norm = _get(model, n.path)
         counter = int(state.get(norm.batch_counter))
         mean, var = (np.asarray(s) for s in state.get(norm.batch_state_index))
