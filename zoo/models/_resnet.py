@@ -3,7 +3,7 @@ variants, with BatchNorm statistics held in `eqx.nn.State`."""
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -15,9 +15,6 @@ from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._fastinit import normal, skeleton
 from ._registry import register_model
 from ._validate import positive_int
-
-BlockKind = Literal["basic", "bottleneck"]
-Stem = Literal["imagenet", "small"]
 
 
 def _conv(
@@ -243,10 +240,10 @@ class ResNet(eqx.Module):
 
     def __init__(
         self,
-        block: BlockKind = "basic",
+        block: str = "basic",
         layers: Sequence[int] = (2, 2, 2, 2),
         widths: Sequence[int] = (64, 128, 256, 512),
-        stem: Stem = "imagenet",
+        stem: str = "imagenet",
         stem_width: int = 64,
         in_channels: int = 3,
         num_classes: int = 1000,
