@@ -130,7 +130,7 @@ def test_round_trip_is_bit_identical(getkey, family):
         y, _ = _vmap(eqx.nn.inference_mode(model))(x, state)
         y2, _ = _vmap(eqx.nn.inference_mode(back))(x, back_state)
     else:  # stateless
-        y, y2 = jax.vmap(model)(x), jax.vmap(back)(x)
+        y, y2 = jax.vmap(model)(x), jax.vmap(back)(x)  # pyright: ignore[reportCallIssue]
     np.testing.assert_allclose(y2, y, rtol=1e-5, atol=1e-6)
 
 

@@ -81,9 +81,10 @@ def _reference_stem(model, x, mean=None, var=None):
     in NumPy (batch statistics unless `mean` and `var` are given)."""
     conv = model.stem_conv
     c = np.asarray(lax.conv_general_dilated(x, conv.weight, conv.stride, conv.padding), np.float64)
-    if mean is None:
+    if mean is None or var is None:
         mean, var = c.mean(axis=(0, 2, 3)), c.var(axis=(0, 2, 3))
     norm = model.stem_norm
+    assert norm.weight is not None and norm.bias is not None
     shape = (1, -1, 1, 1)
     y = (c - np.reshape(mean, shape)) / np.sqrt(np.reshape(var, shape) + norm.eps)
     y = y * np.reshape(norm.weight, shape) + np.reshape(norm.bias, shape)
@@ -100,6 +101,7 @@ def test_batch_norm_training_and_inference_against_numpy(getkey):
     # Running statistics: Equinox's zero-debiased averages from (0, 1), the variance
     # unbiased as torch keeps it.
     norm, m = model.stem_norm, model.stem_norm.momentum
+    assert norm.batch_state_index is not None and norm.batch_counter is not None
     n = c.shape[0] * c.shape[2] * c.shape[3]
     mean, var = c.mean(axis=(0, 2, 3)), c.var(axis=(0, 2, 3)) * n / (n - 1)
     hidden_mean, hidden_var = new_state.get(norm.batch_state_index)

@@ -25,10 +25,10 @@ def normal(key: PRNGKeyArray, shape: tuple[int, ...], dtype=None, std: float = 1
     n = math.prod(shape)
     chunks = [jr.normal(jr.fold_in(key, i), (_CHUNK,)) for i in range(-(-n // _CHUNK))]
     dtype = jnp.zeros((), dtype).dtype  # None -> JAX's default float
-    if isinstance(key, jax.core.Tracer):
-        flat = jnp.concatenate(chunks)[:n] * std
-        return flat.reshape(shape).astype(dtype)
-    flat = np.concatenate([np.asarray(c) for c in chunks])[:n] * np.float32(std)
+    try:  # NumPy cuts and scales without compiling a kernel per shape
+        flat = np.concatenate([np.asarray(c) for c in chunks])[:n] * np.float32(std)
+    except jax.errors.TracerArrayConversionError:  # under `jit`: the same numbers, traced
+        return (jnp.concatenate(chunks)[:n] * std).reshape(shape).astype(dtype)
     return jnp.asarray(flat.reshape(shape), dtype=dtype)
 
 
