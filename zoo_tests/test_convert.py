@@ -385,3 +385,103 @@ def test_pth_files_load_with_weights_only(getkey, tmp_path: Path):
     with torch.no_grad():
         want = tm(x).numpy()
     assert _relative_error(jax.vmap(model)(jnp.asarray(x.numpy())), want) < RELATIVE_TOLERANCE
+
+
+# ---------------------------------------------------------------- remote torch weights
+
+
+@pytest.fixture
+def zoo_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    return tmp_path / "home"
+
+
+def _served_resnet(key, tmp_path: Path):
+    """A small ResNet-20 exported in torchvision naming: its bytes and SHA-256."""
+    import hashlib
+
+    import zoo
+
+    model, state = zoo.create_model("resnet20", in_channels=1, num_classes=4, key=key)
+    state = _train_step(model, state, jax.random.normal(key, (4, 1, 12, 12)))
+    path = zoo.hub.export_safetensors(model, state, tmp_path / "served.safetensors")
+    data = path.read_bytes()
+    return model, state, data, hashlib.sha256(data).hexdigest()
+
+
+def test_remote_torch_weights_convert_once_and_load_by_name(getkey, tmp_path, zoo_home):
+    from _idx_server import IdxServer
+
+    import zoo
+
+    model, state, data, sha = _served_resnet(getkey(), tmp_path)
+    with IdxServer({"/tv/r20.safetensors": ("ok", data)}) as server:
+        source = zoo.hub.TorchSource(
+            arch="resnet20",
+            url=server.url("/tv/") + "r20.safetensors",
+            sha256=sha,
+            family="torchvision_resnet",
+            license="test",
+            preprocess={"input_size": [1, 12, 12]},
+        )
+        folder = zoo.hub.fetch_torch_weights("resnet20.tv_test", source=source)
+        assert folder == zoo_home / "weights" / "resnet20.tv_test"
+        assert server.hits == ["/tv/r20.safetensors"]
+        again = zoo.hub.fetch_torch_weights("resnet20.tv_test", source=source)
+        assert again == folder and len(server.hits) == 1  # converted once, cached
+    # No download left behind, and the folder is a zoo weights folder found by name.
+    assert [p.name for p in (zoo_home / "downloads").iterdir()] == []
+    card = zoo.model_card("resnet20.tv_test")
+    assert card.recipe_config["source_sha256"] == sha
+    assert card.recipe_config["conversion_tolerance"].startswith("max abs error")
+    loaded, loaded_state = zoo.create_model("resnet20.tv_test", pretrained=True)
+    x = jax.random.normal(getkey(), (2, 1, 12, 12))
+    want, _ = _vmap(eqx.nn.inference_mode(model))(x, state)
+    got, _ = _vmap(loaded)(x, loaded_state)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("failure", ["checksum", "truncate", "404", "offline"])
+def test_remote_torch_weights_bad_downloads_cache_nothing(
+    getkey, tmp_path, zoo_home, monkeypatch, failure
+):
+    from _idx_server import IdxServer
+
+    import zoo
+
+    _, _, data, sha = _served_resnet(getkey(), tmp_path)
+    mode = {"truncate": "truncate", "404": "404"}.get(failure, "ok")
+    pinned = "0" * 64 if failure == "checksum" else sha
+    if failure == "offline":
+        monkeypatch.setenv("ZOO_OFFLINE", "1")
+    errors = {
+        "checksum": (zoo.hub.ChecksumMismatchError, "but its source pins 0000"),
+        "truncate": (zoo.hub.TruncatedWeightsError, "stopped after"),
+        "404": (zoo.hub.DownloadError, "HTTP 404"),
+        "offline": (zoo.hub.OfflineError, "ZOO_OFFLINE is set"),
+    }
+    error, message = errors[failure]
+    with IdxServer({"/w.safetensors": (mode, data)}) as server:
+        source = zoo.hub.TorchSource(
+            arch="resnet20",
+            url=server.url("/") + "w.safetensors",
+            sha256=pinned,
+            family="torchvision_resnet",
+        )
+        with pytest.raises(error, match=message):
+            zoo.hub.fetch_torch_weights("resnet20.bad", source=source)
+        assert server.hits == ([] if failure == "offline" else ["/w.safetensors"])
+    assert not (zoo_home / "weights" / "resnet20.bad").exists()
+    downloads = zoo_home / "downloads"
+    assert not downloads.exists() or list(downloads.iterdir()) == []
+
+
+def test_torch_source_table_and_arguments():
+    import zoo
+
+    assert "resnet50.tv_in1k" in zoo.hub.torch_sources()
+    with pytest.raises(zoo.hub.UnknownModelError, match="no torch source named 'resnet50.x'"):
+        zoo.hub.fetch_torch_weights("resnet50.x")
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        zoo.hub.TorchSource(arch="resnet50", url="https://h/x.pth", sha256="abc", family="timm_vit")

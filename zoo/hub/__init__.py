@@ -99,3 +99,8 @@ from ._sources import (
     user_weights_dir as user_weights_dir,
     zoo_home as zoo_home,
 )
+from ._torch_sources import (
+    TorchSource as TorchSource,
+    fetch_torch_weights as fetch_torch_weights,
+    torch_sources as torch_sources,
+)
