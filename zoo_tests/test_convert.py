@@ -446,12 +446,13 @@ def test_remote_torch_weights_convert_once_and_load_by_name(getkey, tmp_path, zo
 def test_remote_torch_weights_bad_downloads_cache_nothing(
     getkey, tmp_path, zoo_home, monkeypatch, failure
 ):
-    from _idx_server import IdxServer
+    from _idx_server import IdxServer, Mode
 
     import zoo
 
     _, _, data, sha = _served_resnet(getkey(), tmp_path)
-    mode = {"truncate": "truncate", "404": "404"}.get(failure, "ok")
+    modes: dict[str, Mode] = {"truncate": "truncate", "404": "404"}
+    mode: Mode = modes.get(failure, "ok")
     pinned = "0" * 64 if failure == "checksum" else sha
     if failure == "offline":
         monkeypatch.setenv("ZOO_OFFLINE", "1")
@@ -485,3 +486,29 @@ def test_torch_source_table_and_arguments():
         zoo.hub.fetch_torch_weights("resnet50.x")
     with pytest.raises(ValueError, match="64 lowercase hex"):
         zoo.hub.TorchSource(arch="resnet50", url="https://h/x.pth", sha256="abc", family="timm_vit")
+
+
+def test_remote_pth_is_read_with_torch(getkey, tmp_path, zoo_home):
+    torch = _lib("torch")
+    import hashlib
+
+    from _idx_server import IdxServer
+
+    import zoo
+
+    model, state, _, _ = _served_resnet(getkey(), tmp_path)
+    tensors = {k: torch.from_numpy(v) for k, v in zoo.hub.to_state_dict(model, state).items()}
+    torch.save(tensors, tmp_path / "r20.pth")
+    data = (tmp_path / "r20.pth").read_bytes()
+    with IdxServer({"/r20.pth": ("ok", data)}) as server:
+        source = zoo.hub.TorchSource(
+            arch="resnet20",
+            url=server.url("/") + "r20.pth",
+            sha256=hashlib.sha256(data).hexdigest(),
+            family="torchvision_resnet",
+        )
+        zoo.hub.fetch_torch_weights("resnet20.pth_test", source=source)
+    loaded, loaded_state = zoo.create_model("resnet20.pth_test", pretrained=True)
+    x = jax.random.normal(getkey(), (2, 1, 12, 12))
+    want, _ = _vmap(eqx.nn.inference_mode(model))(x, state)
+    np.testing.assert_allclose(_vmap(loaded)(x, loaded_state)[0], want, rtol=1e-5, atol=1e-6)

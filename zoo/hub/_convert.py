@@ -271,7 +271,8 @@ def to_state_dict(model: Any, state: eqx.nn.State) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for n in table:
         if isinstance(n, _Param):
-            parts = [np.asarray(_get(model, path)) for path in n.paths]
+            # Copies: views of JAX buffers are read-only, which torch.from_numpy warns about.
+            parts = [np.array(_get(model, path), copy=True) for path in n.paths]
             a = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
             out[n.name] = a.reshape(_torch_shape(model, n))
             continue

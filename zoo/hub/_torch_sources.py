@@ -10,6 +10,7 @@ and `zoo.load_pretrained` find it by name.
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import shutil
 import tempfile
 import urllib.parse
@@ -116,8 +117,8 @@ def _sha256(path: Path) -> str:
 def _read(path: Path, source: TorchSource) -> Mapping[str, Any]:
     if source.format == "safetensors":
         return load_safetensors(path)
-    try:
-        import torch
+    try:  # optional: only `.pth` sources need it
+        torch = importlib.import_module("torch")
     except ImportError:
         raise WeightsError(
             f"{source.url} is a torch .pth file: reading it needs torch "
