@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-MLP = {"in_size": 784, "out_size": 10, "width": 512, "depth": 2}
+MLP = {"in_size": 784, "num_classes": 10, "width": 512, "depth": 2}
 
 
 def _worker(device_counts: list[int], batch_sizes: list[int], k: int, rounds: int) -> dict:

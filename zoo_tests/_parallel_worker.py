@@ -61,7 +61,7 @@ def setup(kind: str):
             kernel_sizes=3,
             strides=2,
             batch_norm=(True, False),
-            image_size=SIZE,
+            in_size=SIZE,
             num_classes=CLASSES,
             bn_momentum=0.5,
             key=key_model,

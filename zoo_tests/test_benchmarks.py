@@ -102,7 +102,7 @@ def test_dense_diagnostic_counts_the_matmuls_it_runs():
     import zoo
     from benchmarks.contenders import _workloads as W, roofline
 
-    weights = W.weights_of(zoo.MLP(in_size=6, out_size=3, width=5, depth=1, key=jr.PRNGKey(0)))
+    weights = W.weights_of(zoo.MLP(in_size=6, num_classes=3, width=5, depth=1, key=jr.PRNGKey(0)))
     assert isinstance(weights, W.MLPWeights)
     d = roofline.dense_diagnostic(weights, 4, repeats=2)
     # Forward (6x5, 5x3), weight gradients (both), input gradient (the second layer's only).

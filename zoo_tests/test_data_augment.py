@@ -29,7 +29,7 @@ def test_random_flip_wants_single_channel_images(getkey):
 
 
 def test_classification_loss_augments_training_batches(getkey):
-    model = zoo.MLP(in_size=12, out_size=3, width=8, depth=1, key=getkey())
+    model = zoo.MLP(in_size=12, num_classes=3, width=8, depth=1, key=getkey())
     batch = {"image": jr.normal(getkey(), (6, 3, 4)), "label": jnp.arange(6) % 3}
     flatten = lambda x: x.reshape(x.shape[0], -1)  # noqa: E731
     seen = []

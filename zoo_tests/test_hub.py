@@ -276,7 +276,8 @@ def test_card_round_trips_its_fields(hub_home):
 def test_save_refuses_a_config_that_does_not_rebuild_the_model(hub_home):
     model, state = zoo.create_model("mlp_mnist", **MLP)
     with pytest.raises(zoo.hub.ArchitectureMismatchError, match=r"model.layers\[0\].weight"):
-        zoo.save_pretrained(hub_home / "m", model, state, card=zoo.ModelCard(name="mlp_mnist.x"))
+        card = zoo.ModelCard(name="mlp_mnist.x", config={**MLP, "width": 16})
+        zoo.save_pretrained(hub_home / "m", model, state, card=card)
     with pytest.raises(zoo.hub.ArchitectureMismatchError, match="static field"):
         zoo.save_pretrained(
             hub_home / "m",

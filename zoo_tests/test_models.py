@@ -26,9 +26,9 @@ def test_mlp_shapes_and_dtypes(getkey, dtype):
     assert [layer.weight.shape for layer in model.layers] == [(512, 784), (512, 512), (10, 512)]
     y = jax.vmap(model)(jnp.ones((3, 784), dtype))
     assert y.shape == (3, 10) and y.dtype == dtype
-    small = zoo.MLP(in_size=5, out_size=2, width=7, depth=3, activation="tanh", key=getkey())
+    small = zoo.MLP(in_size=5, num_classes=2, width=7, depth=3, activation="tanh", key=getkey())
     assert len(small.layers) == 4 and small(jnp.ones(5)).shape == (2,)
-    assert zoo.MLP(in_size=3, out_size=1, depth=0, key=getkey())(jnp.ones(3)).shape == (1,)
+    assert zoo.MLP(in_size=3, num_classes=1, depth=0, key=getkey())(jnp.ones(3)).shape == (1,)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -58,12 +58,12 @@ def test_convnet_configurable(getkey):
         pools=2,
         hidden=(32,),
         in_channels=3,
-        image_size=(16, 12),
+        in_size=(16, 12),
         num_classes=5,
         dropout=0.25,
         key=getkey(),
     )
-    assert model.head.in_features == 32 and model.hidden[0].in_features == 16 * 4 * 3
+    assert model.head.in_features == 32 and model.dense[0].in_features == 16 * 4 * 3
     x = jr.normal(getkey(), (2, 3, 16, 12))
     keys = jr.split(getkey(), 2)
     logits, state = jax.vmap(
@@ -150,7 +150,7 @@ def test_batchnorm_statistics_and_running_state_match_numpy(getkey):
     import zoo
 
     model, state = eqx.nn.make_with_state(zoo.ConvNet)(
-        channels=(4,), kernel_sizes=3, strides=1, batch_norm=True, image_size=6, key=getkey()
+        channels=(4,), kernel_sizes=3, strides=1, batch_norm=True, in_size=6, key=getkey()
     )
     # Non-trivial affine parameters so that they are tested too.
     norm = model.norms[0]
@@ -203,7 +203,7 @@ def test_mlp_gradients_match_finite_differences(getkey):
     with jax.enable_x64(True):
         model = zoo.MLP(
             in_size=4,
-            out_size=3,
+            num_classes=3,
             width=5,
             depth=2,
             activation="tanh",
@@ -261,7 +261,7 @@ def test_logistic_regression_probability(getkey):
 def test_jitted_call_does_not_recompile(getkey):
     import zoo
 
-    model = zoo.MLP(in_size=8, out_size=2, width=4, key=getkey())
+    model = zoo.MLP(in_size=8, num_classes=2, width=4, key=getkey())
     traces = []
 
     @eqx.filter_jit
@@ -292,7 +292,9 @@ def test_wrong_axis_size_names_argument_and_shapes(getkey):
         ValueError, match=r"argument `x` must have shape \(1, 28, 28\), got \(3, 28, 28\)"
     ):
         conv(jnp.ones((3, 28, 28)), state)
-    with pytest.raises(ValueError, match=r"argument `xs` must have shape \(\*, 1\), got \(10, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"argument `xs` must have shape \(time, 1\), got \(10, 2\)"
+    ):
         zoo.GRU(key=getkey())(jnp.ones((10, 2)))
 
 
@@ -323,15 +325,15 @@ def test_wrong_rank_and_dtype_are_type_errors_naming_argument(getkey):
         ),
         (
             lambda k: __import__("zoo").ConvNet(
-                channels=(4,), kernel_sizes=7, batch_norm=True, image_size=5, padding="VALID", key=k
+                channels=(4,), kernel_sizes=7, batch_norm=True, in_size=5, padding="VALID", key=k
             ),
             r"`kernel_sizes\[0\]`=7 is larger than the 5x5 feature map",
         ),
         (lambda k: __import__("zoo").ConvNet(padding="FULL", key=k), "`padding`"),
         (lambda k: __import__("zoo").ConvNet(activation="nope", key=k), "unknown `activation`"),
         (lambda k: __import__("zoo").GRU(hidden_size=0, key=k), "`hidden_size`"),
-        (lambda k: __import__("zoo").GRUCell(0, 3, key=k), "`input_size`"),
-        (lambda k: __import__("zoo").LinearRegression(0), "`in_features`"),
+        (lambda k: __import__("zoo").GRUCell(0, 3, key=k), "`in_size`"),
+        (lambda k: __import__("zoo").LinearRegression(0), "`in_size`"),
     ],
 )
 def test_impossible_constructor_arguments_raise_value_error(getkey, build, message):
@@ -346,7 +348,7 @@ def test_zoo_typecheck_switch_in_a_fresh_process():
         import jax.numpy as jnp, jax.random as jr
         import zoo
         from jaxtyping import TypeCheckError
-        model = zoo.MLP(in_size=4, out_size=2, width=3, key=jr.PRNGKey(0))
+        model = zoo.MLP(in_size=4, num_classes=2, width=3, key=jr.PRNGKey(0))
         try:
             model(jnp.ones(4, jnp.int32))
         except TypeCheckError as e:
@@ -401,7 +403,7 @@ def test_convnet_with_pooling_and_dropout_is_differentiable(getkey):
         batch_norm=True,
         pools=2,
         hidden=(8,),
-        image_size=8,
+        in_size=8,
         dropout=0.5,
         key=getkey(),
     )
@@ -425,3 +427,328 @@ def test_convnet_with_pooling_and_dropout_is_differentiable(getkey):
     inner = np.asarray(jax.nn.relu(model.convs[0](x[0])))
     pooled = inner.reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
     np.testing.assert_allclose(eqx.nn.MaxPool2d(2, stride=2)(jnp.asarray(inner)), pooled)
+
+
+# ---------------------------------------------------------------- N-d ConvNets
+
+
+def _eqx_conv_stack(model, d, padding, getkey):
+    """The same network as a ConvNet without BatchNorm, built from eqx.nn.Conv1d/2d/3d
+    (channels first, Equinox's own __call__), with the ConvNet's weights copied in."""
+    cls = {1: eqx.nn.Conv1d, 2: eqx.nn.Conv2d, 3: eqx.nn.Conv3d}[d]
+    convs = []
+    for conv in model.convs:
+        ref = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=padding,
+            key=getkey(),
+        )
+        convs.append(eqx.tree_at(lambda c: (c.weight, c.bias), ref, (conv.weight, conv.bias)))
+
+    def forward(x):
+        for conv in convs:
+            x = jax.nn.relu(conv(x))
+        return model.head(x.reshape(-1))
+
+    return forward
+
+
+@pytest.mark.parametrize(
+    "d, in_size, kernels, strides, padding",
+    [
+        (1, (40,), 5, 2, 2),
+        (1, (17,), (3, 4), 1, "VALID"),
+        (2, (9, 11), ((3, 5), 3), ((1, 2), 2), (1, 2)),
+        (2, (8, 8), 3, 1, "SAME"),
+        (3, (6, 7, 5), 3, (1, (2, 1, 1)), "VALID"),
+        (3, (5, 5, 4), (3, 1), 1, "SAME"),
+    ],
+)
+def test_convnet_matches_an_eqx_conv_stack(getkey, d, in_size, kernels, strides, padding):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(3, 4),
+        kernel_sizes=kernels,
+        strides=strides,
+        padding=padding,
+        batch_norm=False,
+        in_channels=2,
+        in_size=in_size,
+        num_classes=5,
+        key=getkey(),
+    )
+    assert model.num_spatial_dims == d and not model.stateful
+    assert jax.tree.leaves(state) == []
+    reference = _eqx_conv_stack(model, d, padding, getkey)
+    x = jr.normal(getkey(), (3, 2, *in_size))
+    want = jax.vmap(reference)(x)
+    np.testing.assert_allclose(jax.vmap(model)(x), want, rtol=1e-5, atol=1e-5)
+    # With its (empty) state it is called as a stateful model, to the same logits.
+    logits, same = jax.vmap(model, in_axes=(0, None), out_axes=(0, None))(x, state)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    assert jax.tree.leaves(same) == []
+
+
+def test_mnist_1d_cnn_builds_directly_with_7710_parameters(getkey):
+    """The 1-D CNN of the MNIST-1D paper: 3 x Conv1d(25, kernel 5, stride 2) + ReLU, linear
+    head, on 40-sample signals; the same parameters as the eqx.nn.Conv1d model."""
+    import zoo
+
+    model = zoo.ConvNet(
+        channels=(25, 25, 25),
+        kernel_sizes=5,
+        strides=2,
+        batch_norm=False,
+        in_size=(40,),
+        key=getkey(),
+    )
+
+    def count(tree):
+        return sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
+
+    keys = jr.split(getkey(), 4)
+    eqx_model = [
+        eqx.nn.Conv1d(1, 25, 5, stride=2, padding=2, key=keys[0]),
+        eqx.nn.Conv1d(25, 25, 5, stride=2, padding=2, key=keys[1]),
+        eqx.nn.Conv1d(25, 25, 5, stride=2, padding=2, key=keys[2]),
+        eqx.nn.Linear(125, 10, key=keys[3]),
+    ]
+    assert count(model) == count(eqx_model) == 7710
+    signals = jr.normal(getkey(), (6, 1, 40))
+    logits = jax.vmap(model)(signals)
+    assert logits.shape == (6, 10) and bool(jnp.all(jnp.isfinite(logits)))
+    with pytest.raises(ValueError, match=r"must have shape \(1, 40\), got \(40,\)"):
+        model(signals[0, 0])
+
+
+def test_convnet_1d_with_batch_norm_is_stateful(getkey):
+    import zoo
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(4, 4),
+        kernel_sizes=3,
+        strides=1,
+        batch_norm=(True, False),
+        in_size=(12,),
+        key=getkey(),
+    )
+    assert model.stateful and len(jax.tree.leaves(state)) > 0
+    x = jr.normal(getkey(), (5, 1, 12))
+    logits, new_state = _bn_vmap(model)(x, state)
+    assert logits.shape == (5, 10)
+    norm = model.norms[0]
+    assert norm is not None
+    assert int(new_state.get(norm.batch_counter)) == 1
+    # Against NumPy: the conv's outputs, normalised per channel over (batch, length).
+    pre = np.asarray(jax.vmap(model.convs[0])(x), np.float64)
+    mean = pre.mean(axis=(0, 2))
+    np.testing.assert_allclose(
+        new_state.get(norm.batch_state_index)[0], (1 - norm.momentum) * mean, rtol=1e-4, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="needs its `state`"):
+        model(x[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(in_size=(8, 8), num_spatial_dims=3), r"`in_size` must have one entry per spatial"),
+        (dict(num_spatial_dims=4), "`num_spatial_dims` must be 1, 2 or 3"),
+        (dict(in_size=(40,), kernel_sizes=((3, 3),) * 4), r"`kernel_sizes\[0\]` must have one"),
+        (dict(in_size=(40,), padding=(1, 1)), r"`padding` must have one entry per spatial"),
+        (dict(in_size=(40,), padding=-1), "`padding` must hold non-negative"),
+        (dict(in_size=(6,), kernel_sizes=9, padding="VALID"), r"`kernel_sizes\[0\]`=9"),
+    ],
+)
+def test_convnet_geometry_errors_name_the_argument(getkey, kwargs, message):
+    import zoo
+
+    with pytest.raises(ValueError, match=message):
+        zoo.ConvNet(batch_norm=False, key=getkey(), **kwargs)
+
+
+# ---------------------------------------------------------------- logistic regression
+
+
+def _np_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_multinomial_logistic_regression_matches_numpy_softmax(getkey):
+    import zoo
+
+    model = zoo.LogisticRegression(in_size=6, num_classes=4, key=getkey())
+    model = eqx.tree_at(lambda m: m.bias, model, jr.normal(getkey(), (4,)))
+    assert model.weight.shape == (4, 6) and model.bias.shape == (4,)
+    x = jr.normal(getkey(), (9, 6))
+    w, b = np.asarray(model.weight, np.float64), np.asarray(model.bias, np.float64)
+    logits = np.asarray(x, np.float64) @ w.T + b
+    np.testing.assert_allclose(jax.vmap(model)(x), logits, rtol=1e-5, atol=1e-6)
+    probs = jax.vmap(model.probability)(x)
+    np.testing.assert_allclose(probs, _np_softmax(logits), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, rtol=1e-6)
+    # Zero initialisation without a key: every class equally likely.
+    flat = zoo.LogisticRegression(6, num_classes=4)
+    np.testing.assert_allclose(flat.probability(jnp.ones(6)), np.full(4, 0.25), rtol=1e-6)
+    with pytest.raises(ValueError, match="`num_classes` must be at least 2"):
+        zoo.LogisticRegression(6, num_classes=1)
+    with pytest.raises(ValueError, match=r"argument `x` must have shape \(6,\)"):
+        model(jnp.ones(5))
+
+
+# ---------------------------------------------------------------- GRU against torch.nn.GRU
+
+
+def _zoo_cell_from_torch(weight_ih, weight_hh, bias_ih, bias_hh, getkey):
+    """A `reset_after=True` GRUCell holding torch's weights: torch orders the gates (r, z, n),
+    zoo (z, r, h); the z and r biases add up, and the n gate's recurrent bias stays apart."""
+    import zoo
+
+    def zrn(a):
+        r, z, n = np.split(np.asarray(a, np.float32), 3)
+        return np.concatenate([z, r, n])
+
+    hidden = weight_hh.shape[1]
+    b_ih, b_hh = zrn(bias_ih), zrn(bias_hh)
+    bias = np.concatenate([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
+    cell = zoo.GRUCell(weight_ih.shape[1], hidden, reset_after=True, key=getkey())
+    return eqx.tree_at(
+        lambda c: (c.weight_ih, c.weight_hh, c.bias, c.bias_hh),
+        cell,
+        tuple(jnp.asarray(a) for a in (zrn(weight_ih), zrn(weight_hh), bias, b_hh[2 * hidden :])),
+    )
+
+
+def test_reset_after_gru_matches_torch_nn_gru(getkey):
+    # Not skipped without torch: the test extra installs it, and a missing torch must fail.
+    import torch
+
+    import zoo
+
+    seed = int(jr.randint(getkey(), (), 0, 2**31 - 1))
+    torch.manual_seed(seed)
+    in_size, hidden, time = 3, 5, 11
+    gru = torch.nn.GRU(in_size, hidden, batch_first=True)
+    params = {name: p.detach().numpy() for name, p in gru.named_parameters()}
+    cell = _zoo_cell_from_torch(
+        params["weight_ih_l0"],
+        params["weight_hh_l0"],
+        params["bias_ih_l0"],
+        params["bias_hh_l0"],
+        getkey,
+    )
+    model = zoo.GRU(
+        in_size=in_size,
+        hidden_size=hidden,
+        learn_initial_state=False,
+        input_projection=False,
+        reset_after=True,
+        key=getkey(),
+    )
+    assert model.encoder.embed is None and model.encoder.cell.in_size == in_size
+    model = eqx.tree_at(lambda m: m.encoder.cell, model, cell)
+    xs = np.asarray(jr.normal(getkey(), (4, time, in_size)))
+    with torch.no_grad():
+        want = gru(torch.from_numpy(xs))[0].numpy()
+    got = jax.vmap(model.encoder)(jnp.asarray(xs))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # One step, from a non-zero state, against torch.nn.GRUCell with the same weights.
+    torch_cell = torch.nn.GRUCell(in_size, hidden)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(torch_cell, name).copy_(getattr(gru, name + "_l0"))
+        h = np.asarray(jr.normal(getkey(), (hidden,)))
+        step = torch_cell(torch.from_numpy(xs[0, :1]), torch.from_numpy(h[None]))[0].numpy()
+    np.testing.assert_allclose(cell(jnp.asarray(xs[0, 0]), jnp.asarray(h)), step, rtol=1e-5)
+    # The tutorial form with the same weights is a different function.
+    tutorial = eqx.tree_at(
+        lambda c: (c.weight_ih, c.weight_hh, c.bias),
+        zoo.GRUCell(in_size, hidden, key=getkey()),
+        (cell.weight_ih, cell.weight_hh, cell.bias),
+    )
+    other = tutorial(jnp.asarray(xs[0, 0]), jnp.asarray(h))
+    assert not np.allclose(other, step, rtol=1e-3, atol=1e-4)
+
+
+def test_gru_classifier_over_raw_features(getkey):
+    import zoo
+
+    model = zoo.GRUClassifier(in_size=1, hidden_size=6, input_projection=False, key=getkey())
+    assert model.encoder.embed is None
+    assert model.encoder.cell.weight_ih.shape == (18, 1)
+    xs = jr.normal(getkey(), (3, 40, 1))
+    assert jax.vmap(model)(xs).shape == (3, 10)
+    # Against a Python loop over the cell.
+    h = jnp.zeros(6)
+    for x in xs[0]:
+        h = model.encoder.cell(x, h)
+    np.testing.assert_allclose(model(xs[0]), model.readout(h), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"argument `xs` must have shape \(time, 1\)"):
+        model(jnp.ones((40, 2)))
+
+
+# ---------------------------------------------------------------- one-call initialisation
+
+
+def test_one_call_initialisation_gives_the_eager_values(getkey):
+    """compiled_init must not change a single bit: bundled weights were trained from values
+    drawn eagerly, by the same layer-building functions called without it."""
+    import zoo
+    from zoo.models import _convnet, _gru, _mlp
+
+    key = getkey()
+    cases = [
+        (_mlp._init_linears, ((7, 5, 5, 3), None)),
+        (
+            _convnet._init_layers,
+            (
+                2,
+                (1, 3),
+                (3, 4),
+                ((5, 5), (3, 3)),
+                ((2, 2),) * 2,
+                "SAME",
+                (True, False),
+                0.99,
+                (4 * 3 * 3, 6, 10),
+                None,
+            ),
+        ),
+        (_convnet._init_layers, (1, (2,), (5,), ((5,),), ((2,),), 2, (False,), 0.9, (50, 3), None)),
+        (_gru._init_sequence_model, ("GRU", 1, 4, 1, True, True, True, None)),
+        (_gru._init_sequence_model, ("GRUClassifier", 3, 4, 10, False, False, False, None)),
+    ]
+    for fn, hyper in cases:
+        fast = fn(*hyper, key)
+        eager = fn.__wrapped__(*hyper, key)
+        fast_leaves = jax.tree.leaves(eqx.filter(fast, eqx.is_array))
+        eager_leaves = jax.tree.leaves(eqx.filter(eager, eqx.is_array))
+        assert len(fast_leaves) == len(eager_leaves) > 0
+        for a, b in zip(fast_leaves, eager_leaves, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The second build of a configuration reuses the compiled call, with a new key's values.
+    one = zoo.MLP(in_size=7, width=5, num_classes=3, key=key)
+    two = zoo.MLP(in_size=7, width=5, num_classes=3, key=getkey())
+    assert not np.array_equal(one.layers[0].weight, two.layers[0].weight)
+    with jax.disable_jit():  # still builds (eagerly, primitive by primitive)
+        assert zoo.MLP(in_size=7, width=5, num_classes=3, key=key).layers[0].weight.shape == (
+            5,
+            7,
+        )
+
+
+@pytest.mark.parametrize("name", ["mlp_mnist", "cnn_mnist", "gru_ou"])
+def test_construction_inside_a_trace_is_inlined(name):
+    import zoo
+
+    model, state = eqx.filter_eval_shape(zoo.create_model, name)
+    leaves = jax.tree.leaves((model, state))
+    assert any(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+    assert not any(isinstance(x, jax.Array) for x in leaves)  # nothing was computed

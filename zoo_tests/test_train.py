@@ -486,7 +486,7 @@ def test_sigkill_during_write_keeps_previous_checkpoint(tmp_path):
 def test_classification_loss_label_smoothing(getkey):
     import zoo
 
-    model = zoo.MLP(in_size=4, out_size=3, width=8, depth=1, key=getkey())
+    model = zoo.MLP(in_size=4, num_classes=3, width=8, depth=1, key=getkey())
     batch = {"image": jr.normal(getkey(), (5, 4)), "label": jnp.array([0, 1, 2, 1, 0])}
     logits = np.asarray(jax.vmap(model)(batch["image"]), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -137,9 +137,9 @@ def weights_of(model: Any) -> Weights:
     if isinstance(model, zoo.MLP):
         return MLPWeights(tuple(_linear(layer) for layer in model.layers))
     if isinstance(model, zoo.ConvNet):
-        if model.hidden or any(p != 1 for p in model.pools):
+        if model.hidden or any(p != 1 for pool in model.pools for p in pool):
             raise ValueError("only ConvNets without pooling or hidden dense layers")
-        h, w = model.image_size
+        h, w = model.in_size
         strides = []
         for conv in model.convs:
             if conv.padding != "SAME" or conv.stride[0] != conv.stride[1]:

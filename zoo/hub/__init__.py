@@ -60,6 +60,7 @@ from ..models import (
     split_model_name as split_model_name,
 )
 from ._card import ModelCard as ModelCard, Preprocess as Preprocess
+from ._config import constructor_config as constructor_config
 from ._convert import (
     ConversionError as ConversionError,
     convert_state_dict as convert_state_dict,

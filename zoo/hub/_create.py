@@ -234,6 +234,10 @@ def create_model(
     """
     arch, tag = split_name(name)
     spec = get_model_spec(arch)
+    if num_classes is not None and spec.head is None:
+        raise ValueError(
+            f"{arch!r} is not a classifier (it registers no `head`): it has no `num_classes`"
+        )
     key = default_key() if key is None else key
     source = _resolve(spec, tag, pretrained)
     if source is None:

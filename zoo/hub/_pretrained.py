@@ -34,6 +34,7 @@ import numpy as np
 
 from ..models import get_model_spec as get_spec, split_model_name as split_name
 from ._card import ModelCard
+from ._config import constructor_config
 from ._errors import (
     ArchitectureMismatchError,
     ChecksumMismatchError,
@@ -255,6 +256,17 @@ def apply_batch(model: Any, state: eqx.nn.State | None, x: Any) -> Any:
 # Saving.
 
 
+def derived_config(spec: Any, model: Any) -> dict[str, Any]:
+    """The model's constructor config (`constructor_config`) less what the builder of `spec`
+    gives by default: the keyword arguments that rebuild `model` with `spec.builder`."""
+    mine = _to_json(constructor_config(model), "the model's constructor config")
+    default_model = eqx.filter_eval_shape(spec.builder, key=default_key())[0]
+    if type(default_model) is not type(model):
+        return mine
+    default = _to_json(constructor_config(default_model), "the builder's default config")
+    return {k: v for k, v in mine.items() if k not in default or default[k] != v}
+
+
 def _state_or_empty(state: eqx.nn.State | None, like: eqx.nn.State, arch: str) -> eqx.nn.State:
     # zoo.train passes `None` for the state of a stateless model; on disk it is an empty State.
     if state is not None:
@@ -275,9 +287,11 @@ def save_pretrained(
     """Publish a trained model as a weights folder that `zoo.load_pretrained` and
     `zoo.create_model` can load.
 
-    First checks that `card.config` rebuilds `model` (the registered builder of
-    `card.architecture` called with it gives the same leaves, shapes, dtypes and static
-    fields), so that what is written can be read back. Then writes `weights.eqx`,
+    The config stored (the builder's keyword arguments) is read from the model itself (see
+    [`zoo.hub.constructor_config`][]; only what differs from the builder's defaults is kept)
+    unless `card.config` gives one. Either way it is first checked to rebuild `model` (the
+    registered builder of `card.architecture` called with it gives the same leaves, shapes,
+    dtypes and static fields), so that what is written can be read back. Then writes `weights.eqx`,
     `golden.npz`, `config.json` and `card.json`, each to a temporary file that is fsynced
     and renamed into place; the card is written last, and it pins the weights' SHA-256, so a
     reader never accepts weights from a half-finished save. Other files in `directory` are
@@ -291,8 +305,9 @@ def save_pretrained(
     - `model`, `state`: the trained model and its state (for a stateless model, its empty
       `eqx.nn.State` or `None`). They are stored as given; loading puts the model in
       inference mode.
-    - `card`: the [`zoo.ModelCard`][]: `name` (`"arch.tag"`), `config`, `dataset`,
-      `metrics`, `command`, `recipe_config`, `preprocess`, `description`.
+    - `card`: the [`zoo.ModelCard`][]: `name` (`"arch.tag"`; `arch` any registered
+      architecture, zoo's or yours), `dataset`, `metrics`, `command`, `recipe_config`,
+      `preprocess`, `description`, and optionally `config` (default: read from the model).
     - `golden_input`: optional model-ready inputs with a leading batch axis (say 8
       preprocessed test images); their outputs, computed here in inference mode, are stored
       in `golden.npz` so that later loads can be checked with [`zoo.hub.check_golden`][].
@@ -304,12 +319,17 @@ def save_pretrained(
 
     - `UnsafeNameError` / `UnknownModelError`: `card.name` is invalid or its architecture
       is not registered.
-    - `ArchitectureMismatchError`: `card.config` does not rebuild `model`, naming the leaf.
+    - `ArchitectureMismatchError`: the config does not rebuild `model`, naming the leaf.
     - `ValueError`: the card holds values that are not JSON.
     """
     arch, _ = split_name(card.name)
     spec = get_spec(arch)
-    config = _to_json(dict(card.config), "card.config")
+    if card.config:
+        config = _to_json(dict(card.config), "card.config")
+        what = f"card.config {config} for {arch!r}"
+    else:
+        config = derived_config(spec, model)
+        what = f"the config {config} read from the model (see zoo.hub.constructor_config)"
     card = dataclasses.replace(
         card,
         config=config,
@@ -317,9 +337,15 @@ def save_pretrained(
         recipe_config=_to_json(dict(card.recipe_config), "card.recipe_config"),
     )
     # Rebuild from the JSON round trip of the config: exactly what a later load will do.
-    skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **_from_json(config))
+    try:
+        skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **_from_json(config))
+    except (TypeError, ValueError) as e:
+        raise ArchitectureMismatchError(
+            f"{what} does not rebuild the model ({type(e).__name__}: {e}); pass the builder's "
+            f"keyword arguments as `card.config`"
+        ) from None
     state = _state_or_empty(state, skeleton[1], arch)
-    _check_same_architecture(skeleton, (model, state), f"card.config {config} for {arch!r}")
+    _check_same_architecture(skeleton, (model, state), what)
 
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, (model, state))

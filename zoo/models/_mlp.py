@@ -7,8 +7,18 @@ import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._activations import get_activation
+from ._init import compiled_init
 from ._registry import WeightSet, register_model
 from ._validate import non_negative_int, positive_int
+
+
+@compiled_init
+def _init_linears(sizes: tuple[int, ...], dtype, key: PRNGKeyArray) -> tuple[eqx.nn.Linear, ...]:
+    keys = jr.split(key, len(sizes) - 1)
+    return tuple(
+        eqx.nn.Linear(i, o, dtype=dtype, key=k)
+        for i, o, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
+    )
 
 
 class MLP(eqx.Module):
@@ -19,7 +29,7 @@ class MLP(eqx.Module):
 
     layers: tuple[eqx.nn.Linear, ...]
     in_size: int = eqx.field(static=True)
-    out_size: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     activation: str = eqx.field(static=True)
@@ -27,7 +37,7 @@ class MLP(eqx.Module):
     def __init__(
         self,
         in_size: int = 784,
-        out_size: int = 10,
+        num_classes: int = 10,
         width: int = 512,
         depth: int = 2,
         activation: str = "relu",
@@ -38,7 +48,7 @@ class MLP(eqx.Module):
         """**Arguments:**
 
         - `in_size`: number of input features.
-        - `out_size`: number of outputs (classes, for a classifier).
+        - `num_classes`: number of outputs (classes, for a classifier; 1 for a regression).
         - `width`: units in each hidden layer.
         - `depth`: number of hidden layers (0 gives a linear model).
         - `activation`: name of the hidden activation (`"relu"`, `"gelu"`, `"tanh"`, ...).
@@ -49,27 +59,23 @@ class MLP(eqx.Module):
         activation is unknown.
         """
         self.in_size = positive_int("MLP", "in_size", in_size)
-        self.out_size = positive_int("MLP", "out_size", out_size)
+        self.num_classes = positive_int("MLP", "num_classes", num_classes)
         self.width = positive_int("MLP", "width", width)
         self.depth = non_negative_int("MLP", "depth", depth)
         get_activation("MLP", activation)
         self.activation = activation
-        sizes = [in_size] + [width] * depth + [out_size]
-        keys = jr.split(key, len(sizes) - 1)
-        self.layers = tuple(
-            eqx.nn.Linear(i, o, dtype=dtype, key=k)
-            for i, o, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
-        )
+        sizes = (in_size,) + (width,) * depth + (num_classes,)
+        self.layers = _init_linears(sizes, dtype, key)
 
     def __call__(
         self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, " out_size"]:
+    ) -> Float[Array, " num_classes"]:
         """**Arguments:**
 
         - `x`: one example, shape `(in_size,)`; flatten images first (`x.reshape(-1)`).
         - `key`: unused; accepted so that every zoo model shares one call signature.
 
-        **Returns:** the outputs (logits), shape `(out_size,)`.
+        **Returns:** the outputs (logits), shape `(num_classes,)`.
         """
         del key
         check_shape("MLP", "x", x, (self.in_size,))
@@ -93,13 +99,6 @@ MLP_MNIST_WEIGHTS = {
 
 
 @register_model(head=lambda m: m.layers[-1], default_tag="fashion", weights=MLP_MNIST_WEIGHTS)
-def mlp_mnist(
-    *, key: PRNGKeyArray, num_classes: int | None = None, **kwargs: Any
-) -> tuple[MLP, eqx.nn.State]:
-    """The 784-512-512-10 ReLU MLP of the MNIST experiment (`zoo.MLP`; `num_classes` sets
-    `out_size`)."""
-    # `num_classes` is the hub-wide spelling; it wins over `out_size` so that
-    # `create_model(..., num_classes=n)` can replace a saved config's value.
-    if num_classes is not None:
-        kwargs["out_size"] = num_classes
+def mlp_mnist(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[MLP, eqx.nn.State]:
+    """The 784-512-512-10 ReLU MLP of the MNIST experiment (`zoo.MLP`'s defaults)."""
     return eqx.nn.make_with_state(MLP)(**kwargs, key=key)

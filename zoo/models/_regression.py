@@ -1,4 +1,5 @@
-"""Linear and (binary) logistic regression, and the least-squares reference solution."""
+"""Linear and logistic (binary or multinomial) regression, and the least-squares reference
+solution."""
 
 import equinox as eqx
 import jax
@@ -30,29 +31,31 @@ def least_squares(
     return jnp.linalg.lstsq(x, y)[0], jnp.zeros((), x.dtype)
 
 
-def _init_affine(in_features: int, dtype, key: PRNGKeyArray | None) -> tuple[Array, Array]:
+def _init_affine(shape: tuple[int, ...], dtype, key: PRNGKeyArray | None) -> tuple[Array, Array]:
+    """Weights of `shape` (`(in_size,)`, or `(num_classes, in_size)`) and a bias for each
+    output: zeros, or small normal weights when a `key` is given."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    bias = jnp.zeros((), dtype)
+    bias = jnp.zeros(shape[:-1], dtype)
     if key is None:
-        return jnp.zeros(in_features, dtype), bias
-    return 0.01 * jr.normal(key, (in_features,), dtype), bias
+        return jnp.zeros(shape, dtype), bias
+    return 0.01 * jr.normal(key, shape, dtype), bias
 
 
 class LinearRegression(eqx.Module):
-    """`y = w . x + b` for one example of `in_features` features."""
+    """`y = w . x + b` for one example of `in_size` features."""
 
     weight: Float[Array, " features"]
     bias: Float[Array, ""]
-    in_features: int = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
 
-    def __init__(self, in_features: int, dtype=None, *, key: PRNGKeyArray | None = None):
-        """**Arguments:** `in_features`; `dtype`; `key` draws small random weights (zeros
-        when `None`, the usual start for a convex problem).
+    def __init__(self, in_size: int, dtype=None, *, key: PRNGKeyArray | None = None):
+        """**Arguments:** `in_size` (number of features); `dtype`; `key` draws small random
+        weights (zeros when `None`, the usual start for a convex problem).
 
-        **Raises:** `ValueError` if `in_features` is not positive.
+        **Raises:** `ValueError` if `in_size` is not positive.
         """
-        self.in_features = positive_int(type(self).__name__, "in_features", in_features)
-        self.weight, self.bias = _init_affine(in_features, dtype, key)
+        self.in_size = positive_int(type(self).__name__, "in_size", in_size)
+        self.weight, self.bias = _init_affine((in_size,), dtype, key)
 
     @classmethod
     def from_least_squares(
@@ -66,35 +69,71 @@ class LinearRegression(eqx.Module):
     def __call__(
         self, x: Float[Array, " features"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, ""]:
-        """**Arguments:** `x`, one example `(in_features,)`; `key` is unused.
+        """**Arguments:** `x`, one example `(in_size,)`; `key` is unused.
 
         **Returns:** the prediction, a scalar.
         """
         del key
-        check_shape(type(self).__name__, "x", x, (self.in_features,))
+        check_shape(type(self).__name__, "x", x, (self.in_size,))
         return jnp.dot(self.weight, x) + self.bias
 
 
 class LogisticRegression(eqx.Module):
-    """Binary logistic regression: the logit `w . x + b`; `probability` gives sigmoid of it."""
+    """Logistic regression: binary (one logit, `sigmoid` gives P(y = 1)) or, with
+    `num_classes`, multinomial (one logit per class, `softmax` gives the probabilities).
 
-    weight: Float[Array, " features"]
-    bias: Float[Array, ""]
-    in_features: int = eqx.field(static=True)
+    The binary model's logit is a scalar, to be trained with a binary cross-entropy; the
+    multinomial one's logits, `(num_classes,)`, with the usual softmax cross-entropy.
+    """
 
-    def __init__(self, in_features: int, dtype=None, *, key: PRNGKeyArray | None = None):
-        """**Arguments:** as `LinearRegression`."""
-        self.in_features = positive_int(type(self).__name__, "in_features", in_features)
-        self.weight, self.bias = _init_affine(in_features, dtype, key)
+    weight: Float[Array, "*classes features"]
+    bias: Float[Array, "*classes"]
+    in_size: int = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        num_classes: int | None = None,
+        dtype=None,
+        *,
+        key: PRNGKeyArray | None = None,
+    ):
+        """**Arguments:**
+
+        - `in_size`: number of features.
+        - `num_classes`: `None` for the binary model (a scalar logit), or the number of
+          classes (at least 2) for the multinomial one.
+        - `dtype`; `key` draws small random weights (zeros when `None`).
+
+        **Raises:** `ValueError` naming the argument for a size that is not positive or
+        `num_classes` below 2.
+        """
+        owner = type(self).__name__
+        self.in_size = positive_int(owner, "in_size", in_size)
+        if num_classes is not None and (positive_int(owner, "num_classes", num_classes) < 2):
+            raise ValueError(
+                f"{owner}: `num_classes` must be at least 2 (or None for the binary model), "
+                f"got {num_classes}"
+            )
+        self.num_classes = num_classes
+        shape = (in_size,) if num_classes is None else (num_classes, in_size)
+        self.weight, self.bias = _init_affine(shape, dtype, key)
 
     def __call__(
         self, x: Float[Array, " features"], *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, ""]:
-        """**Returns:** the logit (log-odds of the positive class) for one example."""
-        del key
-        check_shape(type(self).__name__, "x", x, (self.in_features,))
-        return jnp.dot(self.weight, x) + self.bias
+    ) -> Float[Array, "*classes"]:
+        """**Arguments:** `x`, one example `(in_size,)`; `key` is unused.
 
-    def probability(self, x: Float[Array, " features"]) -> Float[Array, ""]:
-        """P(y = 1 | x) for one example."""
-        return jax.nn.sigmoid(self(x))
+        **Returns:** the logit (log-odds of the positive class), a scalar, for the binary
+        model; the logits `(num_classes,)` for the multinomial one.
+        """
+        del key
+        check_shape(type(self).__name__, "x", x, (self.in_size,))
+        return self.weight @ x + self.bias
+
+    def probability(self, x: Float[Array, " features"]) -> Float[Array, "*classes"]:
+        """P(y = 1 | x) (binary), or the class probabilities `(num_classes,)`, for one
+        example."""
+        logits = self(x)
+        return jax.nn.sigmoid(logits) if self.num_classes is None else jax.nn.softmax(logits)
