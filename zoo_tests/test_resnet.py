@@ -213,3 +213,20 @@ def test_bad_input_shape_is_named(getkey):
         model(jnp.ones((1, 8, 8)), state)
     with pytest.raises(ValueError, match="positive integer"):
         model.reset_head(0, key=getkey())
+
+
+def test_save_pretrained_reads_the_config_from_the_model(getkey, tmp_path, monkeypatch):
+    import zoo
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    model, state = zoo.create_model("resnet20", in_channels=1, num_classes=4, key=getkey())
+    model = model.reset_head(6, key=getkey())
+    card = zoo.save_pretrained(tmp_path / "r", model, state, card=zoo.ModelCard("resnet20.t"))
+    assert card.config == {"in_channels": 1, "num_classes": 6}
+    loaded, loaded_state = zoo.load_pretrained(tmp_path / "r")
+    assert loaded.num_classes == 6 and loaded.stem_norm.inference
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(model), strict=True):
+        if eqx.is_array(a):  # (the `inference` flags differ: loading switches them on)
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(loaded_state), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)

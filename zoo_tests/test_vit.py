@@ -190,3 +190,17 @@ def test_bad_input_shape_is_named(getkey):
     model = _tiny(getkey())
     with pytest.raises(ValueError, match=r"argument `x` must have shape \(3, 8, 8\)"):
         model(jnp.ones((3, 8, 12)))
+
+
+def test_save_pretrained_reads_the_config_from_the_model(getkey, tmp_path, monkeypatch):
+    import zoo
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    model, state = zoo.create_model("vit_patch4_28", depth=2, dim=16, drop_path=0.1, key=getkey())
+    card = zoo.save_pretrained(tmp_path / "v", model, state, card=zoo.ModelCard("vit_patch4_28.t"))
+    assert card.config == {"depth": 2, "dim": 16, "drop_path": 0.1}
+    loaded, _ = zoo.load_pretrained(tmp_path / "v")
+    assert loaded.blocks[1].drop_path.rate == 0.1 and loaded.blocks[1].drop_path.inference
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(model), strict=True):
+        if eqx.is_array(a):
+            np.testing.assert_array_equal(a, b)

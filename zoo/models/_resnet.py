@@ -236,7 +236,11 @@ class ResNet(eqx.Module):
     layers: tuple[int, ...] = eqx.field(static=True)
     widths: tuple[int, ...] = eqx.field(static=True)
     stem: str = eqx.field(static=True)
+    stem_width: int = eqx.field(static=True)
     in_channels: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    bn_momentum: float = eqx.field(static=True)
+    zero_init_residual: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -289,9 +293,13 @@ class ResNet(eqx.Module):
         self.layers = tuple(positive_int(name, "layers", n) for n in layers)
         self.widths = tuple(positive_int(name, "widths", w) for w in widths)
         self.stem = stem
-        stem_width = positive_int(name, "stem_width", stem_width)
+        # Every argument is kept as a field of its name: zoo.hub.constructor_config reads
+        # them back to rebuild the model.
+        self.stem_width = stem_width = positive_int(name, "stem_width", stem_width)
         self.in_channels = positive_int(name, "in_channels", in_channels)
-        num_classes = positive_int(name, "num_classes", num_classes)
+        self.num_classes = num_classes = positive_int(name, "num_classes", num_classes)
+        self.bn_momentum = float(bn_momentum)
+        self.zero_init_residual = bool(zero_init_residual)
 
         cls = _BLOCKS[block]
         k_stem, k_head, *k_stages = jr.split(key, 2 + len(self.layers))
@@ -311,10 +319,6 @@ class ResNet(eqx.Module):
             stages.append(tuple(blocks))
         self.stages = tuple(stages)
         self.head = eqx.nn.Linear(channels, num_classes, dtype=dtype, key=k_head)
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features  # pyright: ignore[reportReturnType]
 
     @property
     def num_features(self) -> int:
@@ -397,7 +401,16 @@ class ResNet(eqx.Module):
         """**Returns:** this network with a freshly initialised head for `num_classes`."""
         num_classes = positive_int("ResNet", "num_classes", num_classes)
         head = eqx.nn.Linear(self.num_features, num_classes, dtype=self.head.weight.dtype, key=key)
-        return eqx.tree_at(lambda m: m.head, self, head)
+        return _with_head(self, head, num_classes)
+
+
+def _with_head(model: Any, head: eqx.nn.Linear, num_classes: int) -> Any:
+    """`model` with `head` and the static field `num_classes` to match."""
+    new = eqx.tree_at(lambda m: m.head, model, head)
+    # tree_at replaces leaves only; `new` is a fresh instance (unflattened), so setting its
+    # static field cannot change `model`.
+    object.__setattr__(new, "num_classes", num_classes)
+    return new
 
 
 # --------------------------------------------------------------------------- registry

@@ -132,11 +132,18 @@ class VisionTransformer(eqx.Module):
     blocks: tuple[ViTBlock, ...]
     norm: eqx.nn.LayerNorm
     head: eqx.nn.Linear
-    dropout: eqx.nn.Dropout
+    drop: eqx.nn.Dropout
     image_size: tuple[int, int] = eqx.field(static=True)
     patch_size: int = eqx.field(static=True)
-    in_channels: int = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
     num_heads: int = eqx.field(static=True)
+    mlp_ratio: float = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    dropout: float = eqx.field(static=True)
+    attn_dropout: float = eqx.field(static=True)
+    drop_path: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -185,19 +192,22 @@ class VisionTransformer(eqx.Module):
                 f"{name}: `image_size` {self.image_size} must be a multiple of "
                 f"`patch_size`={patch_size} on both axes"
             )
-        dim = positive_int(name, "dim", dim)
-        depth = positive_int(name, "depth", depth)
+        # Every argument is kept as a field of its name: zoo.hub.constructor_config reads
+        # them back to rebuild the model.
+        self.dim = dim = positive_int(name, "dim", dim)
+        self.depth = depth = positive_int(name, "depth", depth)
         self.num_heads = positive_int(name, "num_heads", num_heads)
         if dim % num_heads:
             raise ValueError(f"{name}: `dim`={dim} must be a multiple of `num_heads`={num_heads}")
         if not mlp_ratio > 0:
             raise ValueError(f"{name}: `mlp_ratio` must be positive, got {mlp_ratio!r}")
+        self.mlp_ratio = float(mlp_ratio)
         mlp_dim = int(dim * mlp_ratio)
         self.in_channels = positive_int(name, "in_channels", in_channels)
-        num_classes = positive_int(name, "num_classes", num_classes)
-        dropout = _check_rate("dropout", dropout)
-        attn_dropout = _check_rate("attn_dropout", attn_dropout)
-        drop_path = _check_rate("drop_path", drop_path)
+        self.num_classes = num_classes = positive_int(name, "num_classes", num_classes)
+        self.dropout = dropout = _check_rate("dropout", dropout)
+        self.attn_dropout = attn_dropout = _check_rate("attn_dropout", attn_dropout)
+        self.drop_path = drop_path = _check_rate("drop_path", drop_path)
 
         k_patch, k_cls, k_pos, k_head, k_blocks = jr.split(key, 5)
         p = self.patch_size
@@ -224,16 +234,12 @@ class VisionTransformer(eqx.Module):
         )
         self.norm = eqx.nn.LayerNorm(dim, eps=_LN_EPS, dtype=dtype)
         self.head = _linear(dim, num_classes, dtype, k_head)
-        self.dropout = eqx.nn.Dropout(dropout)
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features  # pyright: ignore[reportReturnType]
+        self.drop = eqx.nn.Dropout(dropout)
 
     @property
     def num_features(self) -> int:
         """The token width `dim`, that of the pooled features the head reads."""
-        return self.head.in_features  # pyright: ignore[reportReturnType]
+        return self.dim
 
     def _tokens(
         self, x: Float[Array, "channels height width"], key: PRNGKeyArray | None
@@ -249,7 +255,7 @@ class VisionTransformer(eqx.Module):
         assert self.patch_embed.bias is not None
         tokens = patches @ weight.T + self.patch_embed.bias.reshape(1, -1)
         tokens = jnp.concatenate([self.cls_token[None], tokens]) + self.pos_embed
-        return self.dropout(tokens, key=key)
+        return self.drop(tokens, key=key)
 
     def forward_intermediates(
         self, x: Float[Array, "channels height width"], *, key: PRNGKeyArray | None = None
@@ -290,13 +296,16 @@ class VisionTransformer(eqx.Module):
         """
         k_features, k_head = (None, None) if key is None else jr.split(key)
         features = self.forward_features(x, key=k_features)
-        return self.head(self.dropout(features, key=k_head))
+        return self.head(self.drop(features, key=k_head))
 
     def reset_head(self, num_classes: int, *, key: PRNGKeyArray) -> "VisionTransformer":
         """**Returns:** this network with a freshly initialised head for `num_classes`."""
         num_classes = positive_int("VisionTransformer", "num_classes", num_classes)
         head = _linear(self.num_features, num_classes, self.head.weight.dtype, key)
-        return eqx.tree_at(lambda m: m.head, self, head)
+        new = eqx.tree_at(lambda m: m.head, self, head)
+        # tree_at replaces leaves only; `new` is a fresh instance, so this leaves `self` alone.
+        object.__setattr__(new, "num_classes", num_classes)
+        return new
 
 
 # --------------------------------------------------------------------------- registry
