@@ -33,8 +33,8 @@ from ._sources import CARD_FILE, download_dir, user_weights_dir
 Family = Literal["torchvision_resnet", "timm_vit"]
 
 # What test_convert.py measured against torchvision and timm (max |zoo - torch| over the
-# largest |torch|, float32, per stage/block and logits): below 2e-6, asserted below 2e-5.
-CONVERSION_TOLERANCE = "max abs error / max abs activation < 2e-5 (measured < 2e-6), float32"
+# largest |torch|, float32, per stage/block and logits): at most 3.4e-6, asserted < 2e-5.
+CONVERSION_TOLERANCE = "max abs error / max abs activation < 2e-5 (measured <= 3.4e-6), float32"
 
 _IMAGENET = {
     "input_size": [3, 224, 224],
