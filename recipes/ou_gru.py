@@ -83,13 +83,15 @@ def free_run(model: zoo.GRU, first: jax.Array, steps: int) -> jax.Array:
     """Generate `steps` predictions from one observed value, feeding each prediction back
     in as the next input. `first` has shape `(1,)`; returns `(steps, 1)`."""
     enc = model.encoder
+    embed = enc.embed
+    assert embed is not None  # the OU model keeps its input projection
     h0 = enc.initial_state
     if h0 is None:
         h0 = jnp.zeros(enc.cell.hidden_size, first.dtype)
 
     def body(carry, _):
         h, x = carry
-        h = enc.cell(jax.nn.relu(enc.embed(x)), h)
+        h = enc.cell(jax.nn.relu(embed(x)), h)
         y = model.readout(h)
         return (h, y), y
 

@@ -602,3 +602,172 @@ def test_bundled_weights_reach_their_card_accuracy(name):
         batch_size=1000,
     )
     assert abs(metrics["accuracy"] - reference) <= 1e-3
+
+
+# ---------------------------------------------------------------- weight tables and publishing
+
+
+def _table_entries() -> list[str]:
+    return sorted(
+        f"{arch}.{tag}"
+        for arch in zoo.models.registered_architectures()
+        for tag in zoo.models.get_model_spec(arch).weights
+    )
+
+
+def test_every_bundled_folder_is_in_its_architectures_table():
+    bundled = [name for name in _bundled()]
+    tables = {
+        name
+        for name in _table_entries()
+        if zoo.models.get_model_spec(name.partition(".")[0]).weights[name.partition(".")[2]].bundled
+    }
+    assert sorted(tables) == bundled
+
+
+@pytest.mark.parametrize("name", _table_entries())
+def test_weight_table_entries_agree_with_their_cards(name):
+    arch, _, tag = name.partition(".")
+    entry = zoo.models.get_model_spec(arch).weights[tag]
+    assert name in zoo.list_models(pretrained=True)
+    card = zoo.model_card(name)
+    assert card.name == name and card.dataset == entry.dataset
+    for metric, value in entry.metrics.items():
+        assert card.metrics[metric] == pytest.approx(value)
+    if entry.preprocess is None:
+        assert card.preprocess is None
+    else:
+        assert card.preprocess == zoo.hub.Preprocess(**entry.preprocess)
+
+
+def test_check_publish_tag_refuses_zoos_own_tags():
+    assert zoo.hub.check_publish_tag("mlp_mnist", "my-run") == "mlp_mnist.my-run"
+    for name in _table_entries():
+        arch, _, tag = name.partition(".")
+        with pytest.raises(zoo.hub.PublishTagError, match=rf"{name} is one of zoo's own"):
+            zoo.hub.check_publish_tag(arch, tag)
+    with pytest.raises(zoo.hub.UnsafeNameError):
+        zoo.hub.check_publish_tag("mlp_mnist", "../x")
+    with pytest.raises(zoo.hub.UnknownModelError):
+        zoo.hub.check_publish_tag("no_such_arch", "x")
+
+
+def test_check_publish_tag_sees_bundled_folders(hub_home):
+    model, state = zoo.create_model("gru_ou")
+    folder = _sources.BUNDLED_DIR / "gru_ou.extra"
+    zoo.save_pretrained(folder, model, state, card=zoo.ModelCard(name="gru_ou.extra"))
+    with pytest.raises(zoo.hub.PublishTagError, match=r"zoo uses: extra, ou\)"):
+        zoo.hub.check_publish_tag("gru_ou", "extra")
+    zoo.hub.check_publish_tag("gru_ou", "other")
+
+
+def test_a_weight_table_url_entry_is_found_by_name(hub_home, tmp_path):
+    saved, _, card = _publish("gru_ou.pub", tmp_path / "site")
+    url = (tmp_path / "site" / "weights" / "gru_ou.pub").as_uri() + f"#sha256={card.weights_sha256}"
+
+    def builder(*, key, **kwargs):
+        return eqx.nn.make_with_state(zoo.GRU)(**kwargs, key=key)
+
+    weights = {"pub": zoo.hub.WeightSet(url=url, dataset="fashion-mnist")}
+    zoo.register_model(name="test_hub_url", weights=weights)(builder)
+    try:
+        assert "test_hub_url.pub" in zoo.list_models(pretrained=True)
+        # The published folder is gru_ou's: the architecture check names the difference.
+        with pytest.raises(zoo.hub.ArchitectureMismatchError, match="'gru_ou', not"):
+            zoo.create_model("test_hub_url.pub", pretrained=True)
+        model, _ = zoo.load_pretrained("test_hub_url.pub")
+        _assert_bit_identical(model, saved)
+        assert zoo.model_card("test_hub_url").weights_sha256 == card.weights_sha256
+    finally:
+        _registry._REGISTRY.pop("test_hub_url", None)
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_save_reads_the_config_from_the_model(hub_home, name):
+    """No hand-written `config`: what save_pretrained stores rebuilds the model exactly."""
+    overrides = dict(TINY[name])
+    model, state = zoo.create_model(name, key=jr.PRNGKey(2), **overrides)
+    folder = str(hub_home / "saved" / f"{name}.mine")
+    card = zoo.save_pretrained(folder, model, state, card=zoo.ModelCard(name=f"{name}.mine"))
+    rebuilt = eqx.filter_eval_shape(zoo.create_model, name, **card.config)
+    assert jax.tree.structure(rebuilt) == jax.tree.structure((model, state))
+    loaded, loaded_state = zoo.load_pretrained(folder)  # a str naming a folder
+    _assert_bit_identical((loaded, loaded_state), (model, state))
+    again, _ = zoo.create_model(name, pretrained=folder)
+    _assert_bit_identical(again, model)
+    # Only what differs from the builder's defaults is stored.
+    for key, value in card.config.items():
+        assert key in zoo.hub.constructor_config(model)
+        assert value is not None
+
+
+def test_save_stores_num_classes_and_per_axis_arguments(hub_home):
+    model, state = zoo.create_model(
+        "cnn_mnist",
+        num_classes=4,
+        channels=(2, 3),
+        kernel_sizes=((3, 5), 3),
+        strides=1,
+        batch_norm=(True, False),
+        in_size=(8, 6),
+    )
+    card = zoo.save_pretrained(hub_home / "c", model, state, card=zoo.ModelCard(name="cnn_mnist.c"))
+    assert card.config == {
+        "num_classes": 4,
+        "channels": [2, 3],
+        "kernel_sizes": [[3, 5], [3, 3]],
+        "strides": [[1, 1], [1, 1]],
+        "pools": [[1, 1], [1, 1]],  # per layer: two layers, where the default has four
+        "batch_norm": [True, False],
+        "in_size": [8, 6],
+    }
+    loaded, loaded_state = zoo.load_pretrained(hub_home / "c")
+    _assert_bit_identical((loaded, loaded_state), (model, state))
+
+
+def test_the_hub_docstring_example_registers_saves_and_loads_a_model_of_your_own():
+    """The runnable example in `zoo.hub`'s docstring, run as written."""
+    doc = zoo.hub.__doc__ or ""
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    try:
+        exec(compile(code, "zoo.hub docstring", "exec"), {"__name__": "docstring_example"})
+        assert "tiny_net" in zoo.list_models()
+        assert zoo.models.get_model_spec("tiny_net").description.startswith("A one-layer")
+    finally:
+        _registry._REGISTRY.pop("tiny_net", None)
+
+
+def test_a_user_model_round_trips_bit_identically_through_a_str_path(tmp_path):
+    class Scaled(eqx.Module):
+        weight: jax.Array
+        bias: jax.Array
+        in_size: int = eqx.field(static=True)
+        num_classes: int = eqx.field(static=True)
+
+        def __init__(self, in_size=3, num_classes=2, *, key):
+            self.in_size, self.num_classes = in_size, num_classes
+            self.weight = jr.normal(key, (num_classes, in_size))
+            self.bias = jnp.zeros(num_classes)
+
+        def __call__(self, x, *, key=None):
+            return self.weight @ x + self.bias
+
+    @zoo.register_model(head=lambda m: (m.weight, m.bias))
+    def test_hub_scaled(*, key, **kwargs):
+        return eqx.nn.make_with_state(Scaled)(**kwargs, key=key)
+
+    try:
+        model, state = zoo.create_model("test_hub_scaled", in_size=6, num_classes=4)
+        folder = tmp_path / "anywhere" / "scaled"
+        x = jr.normal(jr.PRNGKey(5), (3, 6))
+        card = zoo.save_pretrained(
+            str(folder), model, None, card=zoo.ModelCard(name="test_hub_scaled.t"), golden_input=x
+        )
+        assert card.config == {"in_size": 6, "num_classes": 4}
+        loaded, loaded_state = zoo.create_model("test_hub_scaled", pretrained=str(folder))
+        _assert_bit_identical(loaded, model)
+        assert jax.tree.leaves(loaded_state) == []
+        zoo.hub.check_golden(str(folder), loaded, None)
+        assert zoo.model_card(str(folder)).name == "test_hub_scaled.t"
+    finally:
+        _registry._REGISTRY.pop("test_hub_scaled", None)

@@ -79,6 +79,7 @@ def test_gru_shapes(getkey):
     import zoo
 
     model = zoo.GRU(key=getkey())
+    assert model.encoder.embed is not None
     assert model.encoder.embed.weight.shape == (12, 1)
     assert model.encoder.cell.weight_hh.shape == (36, 12)
     assert model.readout.weight.shape == (1, 12)
@@ -542,6 +543,7 @@ def test_convnet_1d_with_batch_norm_is_stateful(getkey):
     assert logits.shape == (5, 10)
     norm = model.norms[0]
     assert norm is not None
+    assert norm.batch_counter is not None and norm.batch_state_index is not None
     assert int(new_state.get(norm.batch_counter)) == 1
     # Against NumPy: the conv's outputs, normalised per channel over (batch, length).
     pre = np.asarray(jax.vmap(model.convs[0])(x), np.float64)

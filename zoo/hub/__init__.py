@@ -11,15 +11,17 @@ Use a model:
 Pretrained models come back in inference mode; `eqx.nn.inference_mode(model, False)`
 switches them back to training. `key=None` means `jax.random.PRNGKey(0)`.
 
-**Names** are `arch` or `arch.tag` of lowercase letters, digits, `_`, `-` and `.`; a `str`
-is always a name (or a URL, when it has `://`), and a folder is passed as a `pathlib.Path`.
+**Names** are `arch` or `arch.tag` of lowercase letters, digits, `_`, `-` and `.`. A source
+is a folder when it is a `pathlib.Path` or a `str` naming an existing directory, a URL when
+it has `://`, and otherwise a name.
 
-**Where weights are found**, in order: bundled with the package (`zoo/hub/weights/<name>/`),
-then `$ZOO_HOME/weights/<name>/` (`$ZOO_HOME` defaults to `$XDG_CACHE_HOME/zoo`, else
-`~/.cache/zoo`). A URL of a published folder must pin the SHA-256 of its `weights.eqx`,
-`https://host/path/<name>/#sha256=<64 hex>`; it is downloaded once into
-`$ZOO_HOME/downloads/<sha256>/` (renamed into place only after the checksum matched) and
-read from there afterwards. `ZOO_OFFLINE=1` forbids network downloads.
+**Where weights are found**, in order: the architecture's table of weight sets
+([`zoo.hub.WeightSet`][]: bundled in `zoo/hub/weights/<name>/`, or a pinned URL), other
+bundled folders, then `$ZOO_HOME/weights/<name>/` (`$ZOO_HOME` defaults to
+`$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`). A URL of a published folder must pin the
+SHA-256 of its `weights.eqx`, `https://host/path/<name>/#sha256=<64 hex>`; it is
+downloaded once into `$ZOO_HOME/downloads/<sha256>/` (renamed into place only after the
+checksum matched) and read from there afterwards. `ZOO_OFFLINE=1` forbids network downloads.
 
 **A weights folder** holds `config.json` (`{"format": 1, "architecture": "mlp_mnist",
 "config": {builder kwargs}}`), `weights.eqx` (`eqx.tree_serialise_leaves((model, state))`),
@@ -28,25 +30,71 @@ optionally `golden.npz` (inputs `x` and the outputs `y` they gave). Loading rebu
 skeleton with `eqx.filter_eval_shape`, checks the size and SHA-256, compares every array's
 shape and dtype with the skeleton's, and only then deserialises. Nothing is unpickled.
 
-**Publish a model** (what a recipe does at the end of training):
+**Publish a model** (what a recipe does at the end of training; call
+[`zoo.hub.check_publish_tag`][] before training, so that a tag zoo's own weights use is
+refused before the run rather than shadowed after it):
 
-    preprocess = zoo.hub.Preprocess(layout="flat", normalize="unit")  # "chw" for a ConvNet
+    zoo.hub.check_publish_tag("mlp_mnist", "my-run")
+    preprocess = zoo.hub.Preprocess(layout="flat", normalize="auto")  # "chw" for a ConvNet
     card = zoo.ModelCard(
-        name="mlp_mnist.fashion",            # registered architecture . tag
-        config={},                           # builder kwargs beyond its defaults
-        dataset="fashion-mnist",
+        name="mlp_mnist.my-run",             # registered architecture . tag
+        dataset="fashion-mnist",             # config: read from the model itself
         metrics={"test_accuracy": 0.8941},   # fractions; `zoo eval` compares test_accuracy
         command="zoo train mnist_mlp --epochs 10",
         recipe_config=dataclasses.asdict(config),
         preprocess=preprocess,
     )
     zoo.save_pretrained(
-        zoo.hub.user_weights_dir() / card.name,  # or zoo.hub.bundled_weights_dir() / card.name
+        zoo.hub.user_weights_dir() / card.name,  # or any folder
         model, state, card=card,                 # state: None is fine for stateless models
         golden_input=preprocess(test_images[:8]),  # stored with the outputs it gives
     )
 
-`save_pretrained` first checks that `card.config` rebuilds the model, then writes each file
+**Your own model** in the hub: register a builder for it (its keyword arguments are the
+model's constructor arguments, kept by the model as fields of the same name, so that
+`save_pretrained` can read the config back), then save and load it like zoo's own:
+
+```python
+import tempfile
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import zoo
+
+
+class TinyNet(eqx.Module):
+    layer: eqx.nn.Linear
+    in_size: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+
+    def __init__(self, in_size=4, num_classes=3, *, key):
+        self.in_size, self.num_classes = in_size, num_classes
+        self.layer = eqx.nn.Linear(in_size, num_classes, key=key)
+
+    def __call__(self, x, *, key=None):
+        return self.layer(x)
+
+
+@zoo.register_model(head=lambda m: m.layer)
+def tiny_net(*, key, **kwargs):
+    "A one-layer classifier defined outside zoo."
+    return eqx.nn.make_with_state(TinyNet)(**kwargs, key=key)
+
+
+model, state = zoo.create_model("tiny_net", in_size=5, key=jr.PRNGKey(1))
+folder = tempfile.mkdtemp() + "/tiny_net.demo"
+card = zoo.save_pretrained(folder, model, state, card=zoo.ModelCard(name="tiny_net.demo"))
+assert card.config == {"in_size": 5}           # read from the model, not retyped
+loaded, _ = zoo.load_pretrained(folder)         # a str naming a folder is a folder
+x = jnp.ones(5)
+assert np.array_equal(loaded(x), model(x))
+```
+
+`save_pretrained` first checks that the config rebuilds the model, then writes each file
 atomically (the card last) and returns the completed card. `Preprocess` computes what
 `zoo.data.batches(normalize=..., mean=..., std=...)` does, bit for bit, then reshapes.
 """

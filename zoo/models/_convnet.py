@@ -89,14 +89,16 @@ def _show(values: tuple[int, ...]) -> str:
     return str(values[0]) if len(set(values)) == 1 else str(values)
 
 
-def _per_axis(owner: str, name: str, value: object, d: int, *, allow_zero: bool = False):
+def _per_axis(
+    owner: str, name: str, value: object, d: int, *, allow_zero: bool = False
+) -> tuple[int, ...]:
     """An int for every axis, or a sequence with one int per axis."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != d:
             raise ValueError(
                 f"{owner}: `{name}` must have one entry per spatial axis ({d}), got {len(value)}"
             )
-        values = tuple(value)
+        values: tuple = tuple(value)
     else:
         values = (value,) * d
     for v in values:
@@ -107,7 +109,9 @@ def _per_axis(owner: str, name: str, value: object, d: int, *, allow_zero: bool 
     return values
 
 
-def _per_layer_axis(owner: str, name: str, value: object, n: int, d: int) -> tuple:
+def _per_layer_axis(
+    owner: str, name: str, value: object, n: int, d: int
+) -> tuple[tuple[int, ...], ...]:
     """Per layer (or one for all), each an int or one int per axis -> n tuples of d ints."""
     return tuple(
         _per_axis(owner, f"{name}[{i}]", v, d)

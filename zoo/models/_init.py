@@ -18,7 +18,7 @@ import jax
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 # Only XLA:CPU is tuned: other backends compile with their defaults.
-_CPU_OPTIONS = {"xla_backend_optimization_level": 1}
+_CPU_OPTIONS: dict[str, str | bool] = {"xla_backend_optimization_level": "1"}
 
 
 def _is_index(x: Any) -> bool:
@@ -48,7 +48,7 @@ def compiled_init(fn: _F) -> _F:
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         *hyper, key = args
-        if isinstance(key, jax.core.Tracer) or jax.config.jax_disable_jit:
+        if isinstance(key, jax.core.Tracer) or getattr(jax.config, "jax_disable_jit"):  # pyright: ignore[reportAttributeAccessIssue]
             return fn(*args)
         try:
             signature = (
@@ -56,7 +56,7 @@ def compiled_init(fn: _F) -> _F:
                 key.shape,
                 key.dtype,
                 key.sharding,
-                jax.config.jax_enable_x64,
+                getattr(jax.config, "jax_enable_x64"),
             )
             hash(signature)
         except (TypeError, AttributeError):  # unhashable hyperparameters: build eagerly
