@@ -1,4 +1,4 @@
-"""Development sessions: `nox -s tests lint typecheck`, plus `recipes` and `bench`."""
+"""Development sessions: `nox -s tests lint typecheck`, plus `recipes`, `bench` and `convert`."""
 
 import nox
 
@@ -38,3 +38,14 @@ def recipes(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def convert(session: nox.Session) -> None:
+    """The converters against torchvision and timm themselves; with `ZOO_TEST_CONVERT=1` a
+    missing library fails these tests instead of skipping them."""
+    # Not the `test` extra: it pins the benchmarks' torch 2.13.0, which torchvision 0.29.1
+    # cannot import beside.
+    session.install(".[convert]", "pytest>=8")
+    session.env["ZOO_TEST_CONVERT"] = "1"
+    session.run("python", "-m", "pytest", "-q", "zoo_tests/test_convert.py", *session.posargs)

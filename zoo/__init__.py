@@ -18,6 +18,8 @@ from .models import (  # noqa: E402
     GRUClassifier as GRUClassifier,
     LinearRegression as LinearRegression,
     LogisticRegression as LogisticRegression,
+    ResNet as ResNet,
+    VisionTransformer as VisionTransformer,
     least_squares as least_squares,
 )
 

@@ -109,6 +109,13 @@ from ..models import (
 )
 from ._card import ModelCard as ModelCard, Preprocess as Preprocess
 from ._config import constructor_config as constructor_config
+from ._convert import (
+    ConversionError as ConversionError,
+    convert_state_dict as convert_state_dict,
+    from_timm_vit as from_timm_vit,
+    from_torchvision_resnet as from_torchvision_resnet,
+    to_state_dict as to_state_dict,
+)
 from ._create import (
     create_model as create_model,
     list_models as list_models,
@@ -130,9 +137,19 @@ from ._errors import (
     WeightsNotFoundError as WeightsNotFoundError,
 )
 from ._pretrained import check_golden as check_golden, save_pretrained as save_pretrained
+from ._safetensors import (
+    export_safetensors as export_safetensors,
+    load_safetensors as load_safetensors,
+    save_safetensors as save_safetensors,
+)
 from ._sources import (
     bundled_weights_dir as bundled_weights_dir,
     check_publish_tag as check_publish_tag,
     user_weights_dir as user_weights_dir,
     zoo_home as zoo_home,
+)
+from ._torch_sources import (
+    TorchSource as TorchSource,
+    fetch_torch_weights as fetch_torch_weights,
+    torch_sources as torch_sources,
 )

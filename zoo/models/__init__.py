@@ -32,3 +32,5 @@ from ._regression import (
     LogisticRegression as LogisticRegression,
     least_squares as least_squares,
 )
+from ._resnet import ResNet as ResNet
+from ._vit import VisionTransformer as VisionTransformer
