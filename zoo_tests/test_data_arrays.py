@@ -100,17 +100,17 @@ def test_caller_named_entries():
     import zoo.data
 
     x, y = _signals()
-    ds = zoo.data.batches({"x": x, "y": y}, 10, seed=0, inputs="x", labels="y", shuffle=False)
+    ds = zoo.data.batches({"x": x, "y": y}, 10, seed=0, input_key="x", label_key="y", shuffle=False)
     batch = _batch(ds)
     np.testing.assert_array_equal(batch["x"], x[:10])
     assert batch["y"].dtype == np.int32
     # The trap of the issue: {"x", "y"} with the defaults names the missing key.
-    with pytest.raises(ValueError, match=r"no 'image'.*\['x', 'y'\].*inputs="):
+    with pytest.raises(ValueError, match=r"no 'image'.*\['x', 'y'\].*input_key="):
         zoo.data.batches({"x": x, "y": y}, 10, seed=0)
-    with pytest.raises(ValueError, match=r"no 'signal' \(inputs='signal'\)"):
-        zoo.data.batches({"x": x, "y": y}, 10, seed=0, inputs="signal")
-    with pytest.raises(ValueError, match=r"labels='target' is not an entry"):
-        zoo.data.batches({"x": x, "y": y}, 10, seed=0, inputs="x", labels="target")
+    with pytest.raises(ValueError, match=r"no 'signal' \(input_key='signal'\)"):
+        zoo.data.batches({"x": x, "y": y}, 10, seed=0, input_key="signal")
+    with pytest.raises(ValueError, match=r"label_key='target' is not an entry"):
+        zoo.data.batches({"x": x, "y": y}, 10, seed=0, input_key="x", label_key="target")
 
 
 # ---------------------------------------------------------------- .npz and arrays

@@ -26,6 +26,15 @@ INPUTS = {
     "cnn_mnist_strong": (1, 28, 28),
     "gru_ou": (10, 1),
     "gru_rows": (28, 28),
+    "resnet18": (3, 224, 224),
+    "resnet34": (3, 224, 224),
+    "resnet50": (3, 224, 224),
+    "resnet20": (3, 32, 32),
+    "resnet32": (3, 32, 32),
+    "vit_tiny_patch16_224": (3, 224, 224),
+    "vit_small_patch16_224": (3, 224, 224),
+    "vit_base_patch16_224": (3, 224, 224),
+    "vit_patch4_28": (1, 28, 28),
 }
 
 
@@ -80,6 +89,15 @@ TINY = {
     "cnn_mnist_strong": {"channels": (4, 4, 4, 4), "hidden": (8,)},
     "gru_ou": {},
     "gru_rows": {"hidden_size": 4},
+    **{
+        name: {"layers": (1, 1, 1, 1), "widths": (4, 4, 4, 4), "stem_width": 4}
+        for name in ("resnet18", "resnet34", "resnet50")
+    },
+    **{name: {"layers": (1, 1, 1), "widths": (4, 4, 4), "stem_width": 4} for name in ("resnet20", "resnet32")},
+    **{
+        name: {"dim": 8, "depth": 1, "num_heads": 2}
+        for name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_patch4_28")
+    },
 }
 MLP, CNN = TINY["mlp_mnist"], TINY["cnn_mnist"]
 
@@ -92,6 +110,8 @@ def test_create_every_registered_model(name):
     x = jax.ShapeDtypeStruct((2, *INPUTS[name]), jnp.float32)
     y = eqx.filter_eval_shape(_outputs, model, state, x)
     expected = {"gru_ou": (2, 10, 1)}.get(name, (2, 10))
+    if name.endswith("224") or name in ("resnet18", "resnet34", "resnet50"):
+        expected = (2, 1000)  # ImageNet layouts
     assert y.shape == expected and y.dtype == jnp.float32
     # A small one, run.
     model, state = zoo.create_model(name, **TINY[name])

@@ -138,8 +138,8 @@ def batches(
     normalize: str | None = "auto",
     mean: Stat | None = None,
     std: Stat | None = None,
-    inputs: str | None = None,
-    labels: str | None = None,
+    input_key: str | None = None,
+    label_key: str | None = None,
     shard_index: int | None = None,
     shard_count: int | None = None,
     read_options: grain.ReadOptions | None = None,
@@ -149,9 +149,9 @@ def batches(
     Element `i` is the `i`-th batch, a dict with the keys of `data` and a leading batch axis.
     Each epoch visits every example once (at most `batch_size - 1` dropped with
     `drop_remainder`) in an order drawn from `(seed, epoch)`: a new order each epoch, the same
-    orders for the same seed. The inputs entry (`inputs`, default `"image"`) is scaled per
+    orders for the same seed. The inputs entry (`input_key`, default `"image"`) is scaled per
     `normalize`: by default only unsigned-integer inputs (raw pixels) are divided by 255, and
-    float inputs pass unchanged; integer labels (`labels`, default `"label"`) become int32;
+    float inputs pass unchanged; integer labels (`label_key`, default `"label"`) become int32;
     other entries keep their dtype and values.
 
     Iterate with `iter(ds)`: the iterator's `get_state()` is a small JSON-serialisable dict, and
@@ -164,7 +164,7 @@ def batches(
 
     - `data`: arrays sharing their leading axis (the examples), e.g. `{"image": uint8 (N, 28,
       28), "label": uint8 (N,)}` or `{"x": float32 (N, 40), "y": int64 (N,)}` (with
-      `inputs="x", labels="y"`). Held by reference, not copied.
+      `input_key="x", label_key="y"`). Held by reference, not copied.
     - `batch_size`: the global batch size, summed over all shards.
     - `seed`: a non-negative integer; every process must pass the same one.
     - `num_epochs`: how many passes; `None` repeats forever, and then `len(ds)` is
@@ -179,8 +179,9 @@ def batches(
     - `mean`, `std`: the statistics for `"standard"`: one number, or one per channel (the
       inputs' last axis); computed once from all of the inputs (over every axis) when not
       given (pass the training set's values when batching a test set).
-    - `inputs`: the key of the inputs entry; default `"image"`.
-    - `labels`: the key of the labels entry; default `"label"` when `data` has one.
+    - `input_key`: the key of the inputs entry; default `"image"` (the losses of
+      `zoo.train` take the same `input_key=` and `label_key=`).
+    - `label_key`: the key of the labels entry; default `"label"` when `data` has one.
     - `shard_index`, `shard_count`: this process reads the `shard_index`-th of `shard_count`
       equal slices of every global batch (a kept remainder batch splits into sizes that may
       differ by one). Default to `jax.process_index()` and `jax.process_count()`, read
@@ -194,7 +195,7 @@ def batches(
     - `ValueError`: for empty or ragged `data`, a `batch_size` that is not positive, larger
       than the data (with `drop_remainder`) or not divisible by `shard_count`, a negative
       `seed`, a bad `num_epochs`, a normalisation without its inputs entry or a named
-      `labels` entry that `data` lacks (naming the key and the entries there are), or bad
+      `label_key` entry that `data` lacks (naming the key and the entries there are), or bad
       shard arguments.
     """
     if not data:
@@ -216,17 +217,20 @@ def batches(
         raise ValueError(f"num_epochs must be at least 1 or None, got {num_epochs}")
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be 'auto', 'unit', 'standard' or None, got {normalize!r}")
+    inputs, labels = input_key, label_key
     input_key = "image" if inputs is None else inputs
     if normalize is not None and input_key not in arrays:
-        named = f"inputs={inputs!r}" if inputs is not None else "the default inputs='image'"
+        named = (
+            f"input_key={inputs!r}" if inputs is not None else "the default input_key='image'"
+        )
         raise ValueError(
             f"batches: normalize={normalize!r} applies to the inputs entry, but data has no "
             f"{input_key!r} ({named}); its entries are {sorted(arrays)}: name the inputs with "
-            f"`inputs=` (and the labels with `labels=`), or pass normalize=None"
+            f"`input_key=` (and the labels with `label_key=`), or pass normalize=None"
         )
     if labels is not None and labels not in arrays:
         raise ValueError(
-            f"batches: labels={labels!r} is not an entry of data; its entries are {sorted(arrays)}"
+            f"batches: label_key={labels!r} is not an entry of data; its entries are {sorted(arrays)}"
         )
     label_key = labels if labels is not None else ("label" if "label" in arrays else None)
     if normalize != "standard" and (mean is not None or std is not None):
