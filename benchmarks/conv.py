@@ -14,6 +14,8 @@ so that nothing is hoisted out of the loop), for:
 - `lax_hwio`: the same, HWIO kernel (XLA:CPU's canonical layout, Flax NNX's);
 - `gemm`: `conv_gemm`, XLA's forward (canonical layout) and the hand-written backward
   (im2col patches: strided slices + concatenate; one dot per gradient; col2im of pads);
+- `col2im`: `conv_gemm(..., input_grad="col2im")`: the input gradient as one dot and a
+  col2im of pads and adds instead of canonical convolutions;
 - `im2col`: `conv_gemm(..., forward="gemm")`, the forward as patches and one dot too;
 - `torch`: PyTorch `conv2d` (oneDNN) with as many threads as this process has cores.
 
@@ -78,6 +80,10 @@ def _lax_layer(layout: str) -> Callable:
 
 def _gemm_layer(x, k, b, stride, padding):
     return conv_gemm(x, k, stride, padding) + b
+
+
+def _col2im_layer(x, k, b, stride, padding):
+    return conv_gemm(x, k, stride, padding, input_grad="col2im") + b
 
 
 def _im2col_layer(x, k, b, stride, padding):
@@ -167,6 +173,7 @@ def bench_stack(repeats: int) -> dict:
         "lax_oihw": (jax_modes(jax_stack(_lax_layer("OIHW"))), oihw),
         "lax_hwio": (jax_modes(jax_stack(_lax_layer("HWIO"))), hwio),
         "gemm": (jax_modes(jax_stack(_gemm_layer)), hwio),
+        "col2im": (jax_modes(jax_stack(_col2im_layer)), hwio),
         "im2col": (jax_modes(jax_stack(_im2col_layer)), hwio),
     }
     tm = torch_modes(params, x)
