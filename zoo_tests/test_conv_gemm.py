@@ -165,7 +165,11 @@ def test_conv_picks_and_matches(getkey):
     ref = _reference(x, kernel, 1, "SAME")
     for in_scan in (False, True):
         _close(conv(x, kernel, 1, "SAME", in_scan=in_scan), ref)
+    # The measured rule (benchmarks/conv.py): XLA's convolution outside a scan unless the
+    # kernel is 1x1, the GEMM one inside a scan.
     assert prefer_gemm(3, 4, (3, 3), (10, 10), in_scan=True)
+    assert not prefer_gemm(32, 32, (5, 5), (7, 7))
+    assert prefer_gemm(32, 32, (1, 1), (14, 14))
 
 
 @pytest.mark.parametrize(
