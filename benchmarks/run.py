@@ -71,6 +71,8 @@ class Plan:
     first_step: tuple[tuple[str, str], ...]  # (workload, contender) timed in fresh processes
     dense_repeats: int = 30  # calls timed by the MLP's matmul-bound diagnostic
     conv_repeats: int = 5  # and by the ConvNet's convolution diagnostic
+    pipeline: bool = True  # whether to time the data pipeline alone
+    imports: tuple[str, ...] | None = None  # modules whose import is timed (None: the default)
 
 
 # Quick: one dispatch of zoo's K per block and per epoch, zoo alone in fresh processes.
@@ -118,6 +120,8 @@ TINY = Plan(
     first_step=(("mlp", "zoo"),),
     dense_repeats=3,
     conv_repeats=2,
+    pipeline=False,
+    imports=("zoo",),
 )
 PLANS = {"quick": QUICK, "full": FULL, "gpu": GPU, "tiny": TINY}
 
@@ -491,7 +495,7 @@ def targets(results: dict) -> list[dict]:
             1 / 1.15,
             "fastest convs alone",
         )
-    if contender("mlp", "zoo"):
+    if contender("mlp", "zoo") and results.get("pipeline"):
         consume = contender("mlp", "zoo")["samples_per_s"]
         value = results["pipeline"]["images_per_s"] / consume
         add(
@@ -735,16 +739,19 @@ def markdown(results: dict) -> str:
 
     lines += dispatch_table(results)
     p = results["pipeline"]
+    if p:
+        lines += [
+            "## Data pipeline (Fashion-MNIST, batch 100, shuffled, /255)",
+            "",
+            "| loop | images/s |",
+            "| --- | ---: |",
+            f"| zoo.data.batches (Grain) | {_f(p['images_per_s'])} |",
+            f"| NumPy permutation-and-gather loop | {_f(p['numpy_images_per_s'])} |",
+            "",
+            f"zoo.data.batches ÷ NumPy loop: {p['ratio']:.2f}.",
+            "",
+        ]
     lines += [
-        "## Data pipeline (Fashion-MNIST, batch 100, shuffled, /255)",
-        "",
-        "| loop | images/s |",
-        "| --- | ---: |",
-        f"| zoo.data.batches (Grain) | {_f(p['images_per_s'])} |",
-        f"| NumPy permutation-and-gather loop | {_f(p['numpy_images_per_s'])} |",
-        "",
-        f"zoo.data.batches ÷ NumPy loop: {p['ratio']:.2f}.",
-        "",
         "## Start-up (fresh processes)",
         "",
         "| import | seconds |",
@@ -854,7 +861,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     }
     print(f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
     rates = [roofline.matmul_rates(quick)]
-    results["pipeline"] = pipeline.run(quick)
+    results["pipeline"] = pipeline.run(quick) if plan.pipeline else None
     results["workloads"] = {
         name: bench_workload(name, plan, keys) for name in args.workloads.split(",") if name
     }
@@ -863,7 +870,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     for r in results["workloads"].values():
         add_roofline(r, roofline.best_rate(*rates))
     # `import zoo` includes JAX's import; the full run also times JAX's alone.
-    modules = ("zoo", "flax.nnx", "torch") if quick else ("jax", "zoo", "flax.nnx", "torch")
+    modules = plan.imports or (
+        ("zoo", "flax.nnx", "torch") if quick else ("jax", "zoo", "flax.nnx", "torch")
+    )
     results["imports"] = import_times(plan.import_repeats, modules)
     results["first_step"] = first_step_times(
         tuple((w, k) for w, k in plan.first_step if w in results["workloads"] and k in keys)

@@ -196,6 +196,7 @@ def test_targets_are_the_issues():
     assert bad["ConvNet: zoo's step <= 1.15x its convolutions alone"] is False
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     import os
     import subprocess
