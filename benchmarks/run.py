@@ -2,6 +2,8 @@
 
     python -m benchmarks.run            # the full run (about 10 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run, under 2 minutes
+    python -m benchmarks.run --plan gpu # what benchmarks/gpu.sh runs on a GPU machine
+    python -m benchmarks.run --plan tiny --workloads mlp --contenders zoo,zoo_jit  # tests
     nox -s bench                        # the full run in a fresh `bench` environment
 
 Writes `results.md` (the tables) and `results.json` (every number) into `--out` (default
