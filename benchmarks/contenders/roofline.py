@@ -1,14 +1,22 @@
 """The hardware limit: model FLOPs per step over the machine's matmul rate, both measured here.
 
 The roofline of a workload is `matmul rate / training FLOPs per step`, the steps per second a
-step would reach if every FLOP ran at the speed of a big square matmul. Training FLOPs are
-the usual `6 x multiply-adds x batch` (forward 2, backward 4) of the dense and conv layers;
-element-wise work, the optimiser and BatchNorm are left out, so the roofline is an upper
-bound. The rate is the best of JAX's `jnp.dot` and torch's `mm` of two big square float32
-matrices (the same measurement as `benchmarks/engine.py`'s roofline, plus torch's), so one
-library's slower matmul cannot lower the bar.
+step would reach if every FLOP ran at the speed of a big square matmul. Training FLOPs count
+the work a step really does in its dense and conv layers: forward 2, weight gradient 2 and
+input gradient 2 FLOPs per multiply-add and example, less the first layer's input gradient,
+which no step computes (the data needs no gradient; XLA drops it): the MLP at batch 100 is
+0.321 GFLOP, not the `6 x multiply-adds x batch` = 0.401 of the usual rule. Element-wise
+work, the optimiser and BatchNorm are left out, so the roofline is an upper bound. The rate
+is the best of JAX's `jnp.dot` and torch's `mm` of two big square float32 matrices (the same
+measurement as `benchmarks/engine.py`'s roofline, plus torch's), so one library's slower
+matmul cannot lower the bar.
+
+A model's own matmuls run well below that rate (`dense_diagnostic`: batch-100 shapes), so the
+bound a step can actually approach is the time of those matmuls alone, reported beside it.
 """
 
+import json
+import os
 import time
 
 import numpy as np
@@ -31,9 +39,20 @@ def forward_macs(weights: W.Weights) -> int:
     return steps * per_step
 
 
+def first_layer_macs(weights: W.Weights) -> int:
+    """Multiply-adds of one example's first layer (whose input gradient no step computes)."""
+    if isinstance(weights, W.MLPWeights):
+        return weights.layers[0][0].size
+    if isinstance(weights, W.ConvNetWeights):
+        (h, w), (k, _) = _sizes(weights)[0], weights.convs[0]
+        return h * w * k.size
+    return (W.OU_CONFIG.steps - 1) * weights.embed[0].size
+
+
 def train_flops(weights: W.Weights, batch_size: int) -> float:
-    """FLOPs of one training step: `6 x multiply-adds x batch`."""
-    return 6.0 * forward_macs(weights) * batch_size
+    """FLOPs of one training step: `6 x multiply-adds x batch` less the first layer's input
+    gradient (`2 x its multiply-adds x batch`)."""
+    return (6.0 * forward_macs(weights) - 2.0 * first_layer_macs(weights)) * batch_size
 
 
 def _jax_matmul_gflops(n: int, repeats: int) -> float:
@@ -130,14 +149,14 @@ def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> di
         return out
 
     ms = _median_ms(repeats, jax.jit(matmuls), kernels, x, grads)
-    # What these matmuls compute: `6 x multiply-adds x batch` less the first layer's input
-    # gradient, which no training step needs (XLA drops it from zoo's step too).
-    flops = train_flops(weights, batch_size) - 2.0 * kernels[0].size * batch_size
+    flops = train_flops(weights, batch_size)  # the same count: no first-layer input gradient
     return {"gflop": flops / 1e9, "xla_ms": ms, "xla_gflops": flops / (ms / 1e3) / 1e9}
 
 
 def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) -> dict:
-    """Forward and backward of the conv layers alone, XLA against torch, in ms and GFLOP/s.
+    """Forward and backward of the conv layers alone (weight gradients, and the input
+    gradients a step needs), XLA's convolution (`xla_*`, NHWC/HWIO), zoo's `conv_gemm`
+    (`gemm_*`) and torch's, in ms and GFLOP/s; `*_scan_ms` inside a one-step `lax.scan`.
 
     Where XLA's CPU convolutions are the bottleneck, zoo's ConvNet step cannot beat a
     library with faster convolution kernels, whatever its dispatch; this shows by how much.
@@ -145,34 +164,43 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
     import jax
     import jax.numpy as jnp
 
+    from zoo.models._conv_gemm import conv_gemm  # until zoo.models re-exports it
+
     from . import raw_jax
 
     params, _ = raw_jax.cnn_params(weights)
     convs = params["convs"]
     x = jnp.asarray(np.random.default_rng(0).random((batch_size, 28, 28, 1), np.float32))
 
-    def conv_stack(convs, x):
-        for (k, b), s in zip(convs, weights.strides):
-            x = jax.lax.conv_general_dilated(
-                x, k, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-            x = jax.nn.relu(x + b)
-        return jnp.sum(x)
+    def stack(conv):
+        def loss(convs, x):
+            for (k, b), s in zip(convs, weights.strides):
+                x = jax.nn.relu(conv(x, k, s) + b)
+            return jnp.sum(x)
 
-    grad = jax.grad(conv_stack)
+        return jax.grad(loss)
 
-    def in_scan(convs, x):
+    def in_scan(grad):
         # The same work as the body of a one-step `lax.scan`, as zoo's K-step dispatch runs it.
-        return jax.lax.scan(lambda c, _: (c, grad(c, x)), convs, None, length=1)[1]
+        return lambda convs, x: jax.lax.scan(lambda c, _: (c, grad(c, x)), convs, None, length=1)[1]
+
+    def lax_conv(x, k, s):
+        return jax.lax.conv_general_dilated(
+            x, k, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def gemm_conv(x, k, s):
+        return conv_gemm(x, k, s, "SAME")
 
     macs = sum(k.size * h * w for (k, _), (h, w) in zip(weights.convs, _sizes(weights)))
-    flops = 6.0 * macs * batch_size
-    out = {
-        "gflop": flops / 1e9,
-        "xla_ms": _median_ms(repeats, jax.jit(grad), convs, x),
-        "xla_scan_ms": _median_ms(repeats, jax.jit(in_scan), convs, x),
-    }
-    out["xla_gflops"] = flops / (out["xla_ms"] / 1e3) / 1e9
+    first = weights.convs[0][0].size * _sizes(weights)[0][0] * _sizes(weights)[0][1]
+    flops = (6.0 * macs - 2.0 * first) * batch_size  # no input gradient for the first layer
+    out: dict = {"gflop": flops / 1e9}
+    for name, conv in (("xla", lax_conv), ("gemm", gemm_conv)):
+        grad = stack(conv)
+        out[f"{name}_ms"] = _median_ms(repeats, jax.jit(grad), convs, x)
+        out[f"{name}_scan_ms"] = _median_ms(repeats, jax.jit(in_scan(grad)), convs, x)
+        out[f"{name}_gflops"] = flops / (out[f"{name}_ms"] / 1e3) / 1e9
     try:
         import torch
 
@@ -202,3 +230,153 @@ def _sizes(weights: W.ConvNetWeights) -> list[tuple[int, int]]:
         h, w = -(-h // s), -(-w // s)
         out.append((h, w))
     return out
+
+
+# --- experiments: XLA flags and buffer donation, against the matmul bound ------------------
+
+#: XLA:CPU options that route dots to other kernels (`XLA_FLAGS=--help` lists them).
+FLAG_CONFIGS: dict[str, str] = {
+    "default": "",
+    "xnn dot fusion": "--xla_cpu_experimental_xnn_fusion_type=+dot",
+    "ynn dot fusion": "--xla_cpu_experimental_ynn_fusion_type=+dot",
+    "xnn graph fusion": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "onednn": "--xla_cpu_use_onednn=true",
+    "no xnnpack": "--xla_cpu_use_xnnpack=false",
+}
+
+
+def _mlp_weights() -> W.MLPWeights:
+    from . import setup
+
+    weights = setup("mlp").weights
+    assert isinstance(weights, W.MLPWeights)
+    return weights
+
+
+def flag_experiment(rounds: int, repeats: int, configs: dict[str, str] | None = None) -> dict:
+    """The MLP's own matmuls alone (`dense_diagnostic`, batch 100) and a big square matmul,
+    each XLA flag setting in a fresh process (flags are read once per process), the settings
+    interleaved round by round; medians over the rounds, in ms and GFLOP/s.
+
+    A setting the installed jaxlib rejects is reported with its error.
+    """
+    import subprocess
+    import sys
+
+    configs = FLAG_CONFIGS if configs is None else configs
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    errors: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, flags in configs.items():
+            if name in errors:
+                continue
+            env = {**os.environ, "XLA_FLAGS": flags}
+            code = (
+                "import json; from benchmarks.contenders import roofline as r; "
+                f"print(json.dumps(r._flag_probe({repeats})))"
+            )
+            p = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, env=env
+            )
+            if p.returncode:
+                errors[name] = (p.stderr.strip().splitlines() or ["failed"])[-1]
+                continue
+            runs[name].append(json.loads(p.stdout.strip().splitlines()[-1]))
+    out: dict = {}
+    for name, rs in runs.items():
+        if name in errors:
+            out[name] = {"flags": configs[name], "error": errors[name]}
+            continue
+        out[name] = {
+            "flags": configs[name],
+            "matmul_ms": float(np.median([r["xla_ms"] for r in rs])),
+            "matmul_gflops": float(np.median([r["xla_gflops"] for r in rs])),
+            "square_gflops": float(np.median([r["square_gflops"] for r in rs])),
+        }
+    return out
+
+
+def _flag_probe(repeats: int) -> dict:
+    d = dense_diagnostic(_mlp_weights(), 100, repeats)
+    return {**d, "square_gflops": _jax_matmul_gflops(1024, 5)}
+
+
+def donation_experiment(rounds: int, steps: int) -> dict:
+    """Plain-JAX MLP training steps (Adam, batch 100), `jax.jit` with and without donating
+    the parameters and optimiser state, interleaved block by block: median ms per step.
+
+    Donation lets XLA write the new parameters into the old ones' buffers instead of
+    allocating; zoo's own runner is not changed here (the engine owns it)."""
+    import jax
+    import optax
+
+    from . import raw_jax
+
+    weights = _mlp_weights()
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jax.device_put(rng.random((100, 28, 28), np.float32)),
+        "label": jax.device_put(rng.integers(0, 10, 100).astype(np.int32)),
+    }
+    tx = optax.adam(1e-3)
+
+    def update(params, opt_state, batch):
+        def loss(p):
+            logits = raw_jax.mlp_predict(p, batch["image"])
+            return raw_jax._cross_entropy(logits, batch["label"])
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    variants = {"no donation": jax.jit(update), "donated": jax.jit(update, donate_argnums=(0, 1))}
+    states = {}
+    for name, fn in variants.items():
+        params = raw_jax.mlp_params(weights)
+        state = (params, tx.init(params))
+        for _ in range(3):  # compile and warm up
+            state = fn(*state, batch)[:2]
+        states[name] = jax.block_until_ready(state)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        order = list(variants)[r % 2 :] + list(variants)[: r % 2]
+        for name in order:
+            fn, state = variants[name], states[name]
+            t = time.perf_counter()
+            for _ in range(steps):
+                state = fn(*state, batch)[:2]
+            jax.block_until_ready(state)
+            times[name].append((time.perf_counter() - t) / steps)
+            states[name] = state
+    return {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="XLA flag and donation experiments (MLP)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", default=None, help="write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    result = {
+        "loadavg_start": [float(v) for v in open("/proc/loadavg").read().split()[:3]],
+        "flags": flag_experiment(args.rounds, args.repeats),
+        "donation_ms_per_step": donation_experiment(max(3, args.rounds * 2), 50),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        from pathlib import Path
+
+        path = Path(args.out)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(result, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return result
+
+
+if __name__ == "__main__":
+    main()
