@@ -30,7 +30,7 @@ def typecheck(session: nox.Session) -> None:
 def recipes(session: nox.Session) -> None:
     """Every recipe at full length, as the README's results table reports them."""
     session.install(".[recipes]")
-    for name in ("mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression"):
+    for name in ("mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression", "finetune"):
         session.run("zoo", "train", name, "--workdir", f"runs/{name}", *session.posargs)
 
 
@@ -49,3 +49,11 @@ def convert(session: nox.Session) -> None:
     session.install(".[convert]", "pytest>=8")
     session.env["ZOO_TEST_CONVERT"] = "1"
     session.run("python", "-m", "pytest", "-q", "zoo_tests/test_convert.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, strict: a broken link or API reference fails the build."""
+    session.install(".[docs]")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)

@@ -23,7 +23,7 @@ The contenders are interleaved (A B C D A B C D ...) and each number is a median
 repeats, so that a shared, noisy machine slows all of them alike; compare ratios within one
 run. The crossover sweep then times single layers (forward + backward with the input
 gradient, as a middle layer) over channels, kernels and map sizes, `gemm` against
-`lax_hwio`, and checks `zoo.models._conv_gemm.prefer_gemm` against what it measured.
+`lax_hwio`, and checks `zoo.models.prefer_gemm` against what it measured.
 """
 
 import argparse
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Until zoo/models/__init__.py re-exports these (that file is another change's this round).
-from zoo.models._conv_gemm import conv_gemm, prefer_gemm
+from zoo.models import conv_gemm, prefer_gemm
 
 BATCH = 100
 CHANNELS = (32, 32, 10, 10)

@@ -2,6 +2,7 @@
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import equinox as eqx
@@ -25,9 +26,13 @@ class ClassifierConfig(BaseConfig):
     """The data and optimiser settings both image classifiers share."""
 
     dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
+    # An .npz of your own (keys x, y, x_test, y_test) to train on instead of --dataset; the
+    # model's input size and classes are read from it.
+    data: str | None = None
     data_dir: str | None = None  # a folder holding DATASET/ with the IDX files, searched first
     download: bool = True  # fetch from the mirrors when no local copy is found
-    normalize: Literal["unit", "standard"] = "unit"  # pixels / 255, or standardised
+    # auto: uint8 pixels / 255, float inputs unchanged; unit: / 255 always; or standardised
+    normalize: Literal["auto", "unit", "standard"] = "auto"
     learning_rate: float = number(1e-3, gt=0)  # Adam's learning rate
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay to 0 by the end; or constant
     batch_size: int = number(100, ge=1)  # examples per step (split over the devices)
@@ -42,6 +47,17 @@ def _subset(recipe: str, name: str, images: np.ndarray, labels: np.ndarray, n: i
     return (images, labels) if n is None else (images[:n], labels[:n])
 
 
+def _load_npz(recipe: str, path: str):
+    """`(train_x, train_y, test_x, test_y, class_names)` from a user's `.npz`."""
+    try:
+        train_x, train_y = zoo.data.load_npz(path, "train")
+        test_x, test_y = zoo.data.load_npz(path, "test")
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{recipe}: --data {path}: {e}") from None
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    return train_x, train_y, test_x, test_y, [str(c) for c in range(classes)]
+
+
 def train_classifier(
     recipe: str,
     config: ClassifierConfig,
@@ -53,6 +69,7 @@ def train_classifier(
     layout: Literal["flat", "chw", "hw"],
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     label_smoothing: float = 0.0,
+    data_kwargs: Callable[[tuple[int, ...], int], dict[str, Any]] | None = None,
 ) -> tuple[Any, eqx.nn.State, list[dict[str, Any]]]:
     """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
     cross-entropy, evaluating on the test split after every epoch.
@@ -63,6 +80,9 @@ def train_classifier(
     `metrics.jsonl`, `training.png`, `results.json` and the final model (`model/`) into
     the run folder (`workdir`, else `config.workdir`, else `runs/<recipe>`).
 
+    With `config.data` (an `.npz` of the user's), `data_kwargs(input_shape, num_classes)`
+    gives the builder arguments that fit the model to it (input size, classes).
+
     Trains data parallel over `config.devices` devices per process (all by default). In a
     multi-process run (`zoo.train.initialize_distributed` called first) each process reads
     its shard of every batch, and only process 0 writes and prints.
@@ -72,9 +92,19 @@ def train_classifier(
 
     def body(config: ClassifierConfig, run: Run) -> tuple[Any, Report | None]:
         # Data first: a missing dataset should not leave an empty run folder behind.
-        where = {"data_dir": config.data_dir, "download": config.download}
-        train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
-        test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
+        nonlocal arch_kwargs
+        if config.data is not None:
+            train_x, train_y, test_x, test_y, class_names = _load_npz(recipe, config.data)
+            assert data_kwargs is not None, f"{recipe} cannot train on --data"
+            arch_kwargs = {
+                **arch_kwargs,
+                **data_kwargs(train_x.shape[1:], len(class_names)),
+            }
+        else:
+            where = {"data_dir": config.data_dir, "download": config.download}
+            train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
+            test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
+        dataset = config.dataset if config.data is None else Path(config.data).name
         if config.batch_size % run.mesh.devices.size:
             raise ConfigError(
                 f"{recipe}: --batch-size {config.batch_size} must be divisible by the "
@@ -144,11 +174,11 @@ def train_classifier(
 
         final = fitted.final
         plot_classifier_history(
-            history, run.folder() / "training.png", f"{recipe} on {config.dataset}: {arch}"
+            history, run.folder() / "training.png", f"{recipe} on {dataset}: {arch}"
         )
         summary = {
             "recipe": recipe,
-            "dataset": config.dataset,
+            "dataset": dataset,
             "classes": list(class_names),
             "test_accuracy": final.get("test_accuracy"),
             "train_accuracy": final.get("train_accuracy"),
@@ -169,7 +199,7 @@ def train_classifier(
             arch_config=arch_kwargs,
             model=model,
             state=state,
-            dataset=config.dataset,
+            dataset=dataset,
             metrics={
                 "test_accuracy": summary["test_accuracy"],
                 "train_accuracy": summary["train_accuracy"],
@@ -177,7 +207,7 @@ def train_classifier(
             },
             preprocess=preprocess,
             golden_input=preprocess(test_x[:8]),
-            description=f"{arch} trained by recipes.{recipe} on {config.dataset}",
+            description=f"{arch} trained by recipes.{recipe} on {dataset}",
         )
         return (model, state, history), Report(message, summary, publication)
 

@@ -14,7 +14,6 @@ metadata say what the run skeleton needs to know about a field:
 
 import dataclasses
 import math
-import re
 from typing import Annotated, Any, Literal
 
 import tyro
@@ -39,10 +38,10 @@ def flag(name: str) -> str:
 def number(
     default: Any,
     *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
+    ge: int | float | None = None,
+    gt: int | float | None = None,
+    le: int | float | None = None,
+    lt: int | float | None = None,
     steering: bool = False,
 ) -> Any:
     """A numeric config field (an `int`, `float`, `None` where the type allows it, or a tuple
@@ -95,7 +94,7 @@ class BaseConfig:
     distributed: Annotated[Distributed, tyro.conf.OmitArgPrefixes] = steering(Distributed())
 
 
-def _bound_error(value: float, bounds: dict[str, float | None]) -> str | None:
+def _bound_error(value: int | float, bounds: dict[str, int | float | None]) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     ge, gt, le, lt = bounds["ge"], bounds["gt"], bounds["le"], bounds["lt"]
@@ -131,11 +130,6 @@ def _check_fields(recipe: str, config: Any) -> None:
                 raise ConfigError(f"{recipe}: {flag(field.name)} {problem}; got {item!r}")
 
 
-# The hub's name rule, until `zoo.hub.check_publish_tag` (issue #14) is merged here; then
-# `check_publish` calls it alone and this copy goes.
-_TAG = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
-
-
 def check_publish(recipe: str, tag: str | None, arch: str | None) -> None:
     """Refuse a `--publish` tag before training: one that is not a valid weights tag, one
     that zoo's own weight sets already use for `arch`, or any tag when the recipe saves no
@@ -149,16 +143,9 @@ def check_publish(recipe: str, tag: str | None, arch: str | None) -> None:
         raise ConfigError(f"{recipe}: --publish: this recipe saves no model to publish")
     import zoo.hub
 
-    check = getattr(zoo.hub, "check_publish_tag", None)
     try:
-        if check is not None:
-            check(arch, tag)
-        elif len(tag) > 128 or not _TAG.fullmatch(tag):
-            raise ValueError(
-                f"invalid weights tag {tag!r}: use lowercase letters, digits, '_', '-' and "
-                f"'.' between parts"
-            )
-    except ValueError as e:
+        zoo.hub.check_publish_tag(arch, tag)
+    except (ValueError, LookupError) as e:
         raise ConfigError(f"{recipe}: --publish: {e}") from None
 
 

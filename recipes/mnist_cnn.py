@@ -37,7 +37,12 @@ class Config(ClassifierConfig):
 
 
 def _add_channel(x):
-    return x[:, None, :, :]
+    return x[:, None]  # (batch, *spatial) -> (batch, 1, *spatial): 1-, 2- or 3-D inputs
+
+
+def _fit_to_data(shape: tuple[int, ...], num_classes: int) -> dict:
+    # A ConvNet over as many spatial axes as the user's inputs have (a signal: 1-D).
+    return {"in_size": list(shape), "num_spatial_dims": len(shape), "num_classes": num_classes}
 
 
 def train(config: Config, workdir: str | None = None):
@@ -55,6 +60,7 @@ def train(config: Config, workdir: str | None = None):
         layout="chw",
         augment=AUGMENTATIONS[config.augment],
         label_smoothing=config.label_smoothing,
+        data_kwargs=_fit_to_data,
     )
 
 

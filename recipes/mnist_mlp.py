@@ -13,6 +13,7 @@ the trained model (model/, loadable with `zoo.load_pretrained`) into the run fol
 """
 
 import dataclasses
+import math
 
 from . import _cli
 from ._classify import ClassifierConfig, train_classifier
@@ -45,6 +46,10 @@ def train(config: Config, workdir: str | None = None):
         arch_kwargs={"width": config.width, "depth": config.depth},
         prepare=_flatten,
         layout="flat",
+        data_kwargs=lambda shape, num_classes: {
+            "in_size": math.prod(shape),
+            "num_classes": num_classes,
+        },
     )
 
 

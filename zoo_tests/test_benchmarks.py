@@ -119,7 +119,7 @@ def test_train_flops_leave_out_the_first_layers_input_gradient():
 
     # The count for the 784-512-512-10 MLP at batch 100: 6 x 668,672 multiply-adds
     # x 100 = 0.401 GFLOP, less the first layer's input gradient (2 x 784 x 512 x 100).
-    mlp = W.weights_of(zoo.MLP(in_size=784, out_size=10, width=512, depth=2, key=jr.PRNGKey(0)))
+    mlp = W.weights_of(zoo.MLP(in_size=784, num_classes=10, width=512, depth=2, key=jr.PRNGKey(0)))
     assert roofline.train_flops(mlp, 100) == 6 * 668_672 * 100 - 2 * 401_408 * 100
     assert round(roofline.train_flops(mlp, 100) / 1e9, 3) == 0.321
 

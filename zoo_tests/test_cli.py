@@ -132,9 +132,11 @@ def test_summary(capsys, hub_home):
 
 def test_train_dispatches_to_the_recipe(capsys, monkeypatch):
     calls = []
-    fake = types.ModuleType("recipes.fake")
+    package = zoo.cli._recipes_package()  # zoo.recipes when installed, recipes in a checkout
+    assert package is not None
+    fake = types.ModuleType(f"{package.__name__}.fake")
     fake.main = lambda argv: calls.append(argv) or 3  # pyright: ignore[reportAttributeAccessIssue]
-    monkeypatch.setitem(sys.modules, "recipes.fake", fake)
+    monkeypatch.setitem(sys.modules, f"{package.__name__}.fake", fake)
     monkeypatch.setattr(zoo.cli, "_known_recipes", lambda: ["fake", "other"])
     code, _, _ = _run(capsys, "train", "fake", "--epochs", "2", "--help")
     assert code == 3 and calls == [["--epochs", "2", "--help"]]

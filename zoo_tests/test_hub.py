@@ -93,10 +93,18 @@ TINY = {
         name: {"layers": (1, 1, 1, 1), "widths": (4, 4, 4, 4), "stem_width": 4}
         for name in ("resnet18", "resnet34", "resnet50")
     },
-    **{name: {"layers": (1, 1, 1), "widths": (4, 4, 4), "stem_width": 4} for name in ("resnet20", "resnet32")},
+    **{
+        name: {"layers": (1, 1, 1), "widths": (4, 4, 4), "stem_width": 4}
+        for name in ("resnet20", "resnet32")
+    },
     **{
         name: {"dim": 8, "depth": 1, "num_heads": 2}
-        for name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_patch4_28")
+        for name in (
+            "vit_tiny_patch16_224",
+            "vit_small_patch16_224",
+            "vit_base_patch16_224",
+            "vit_patch4_28",
+        )
     },
 }
 MLP, CNN = TINY["mlp_mnist"], TINY["cnn_mnist"]
@@ -791,3 +799,14 @@ def test_a_user_model_round_trips_bit_identically_through_a_str_path(tmp_path):
         assert zoo.model_card(str(folder)).name == "test_hub_scaled.t"
     finally:
         _registry._REGISTRY.pop("test_hub_scaled", None)
+
+
+def test_bundled_cards_record_a_command_users_can_rerun():
+    # Not the publisher's own --publish/--publish-dir/--workdir: those only steered the run
+    # (and --publish with a bundled tag is refused).
+    import zoo
+
+    for name in zoo.list_models(pretrained=True):
+        command = zoo.model_card(name).command
+        assert command is not None and command.startswith("zoo train "), name
+        assert not any(f in command for f in ("--publish", "--workdir")), (name, command)

@@ -479,3 +479,47 @@ def test_trackers_flag_writes_tensorboard_under_the_run_folder(tmp_path):
     assert [e.step for e in acc.Scalars("loss")] == steps == [5, 10, 15, 20]
     want = [r["test_mse"] for r in _records(tmp_path, "epoch")]
     np.testing.assert_allclose([e.value for e in acc.Scalars("test_mse")], want, rtol=1e-6)
+
+
+def _signals_npz(path: Path) -> Path:
+    # 1-D signals of 40 float samples, already standardised: the class is the sine's frequency.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    t = np.linspace(0, 1, 40)
+    x = np.sin(2 * np.pi * (y[:, None] + 1) * t) + 0.3 * rng.standard_normal((300, 40))
+    x = ((x - x.mean()) / x.std()).astype(np.float32)
+    np.savez(path, x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+    return path
+
+
+@pytest.mark.parametrize("recipe", ["mnist_mlp", "mnist_cnn"])
+def test_classifiers_train_on_a_users_npz_of_signals(tmp_path, recipe):
+    import importlib
+
+    import zoo
+
+    module = importlib.import_module(f"recipes.{recipe}")
+    data = _signals_npz(tmp_path / "signals.npz")
+    config = module.Config(data=str(data), epochs=8, batch_size=20, progress=False)
+    model, state, _ = module.train(config, str(tmp_path / "run"))
+    epochs = _records(tmp_path / "run", "epoch")
+    assert epochs[-1]["test_accuracy"] > 0.6  # 4 classes: chance is 0.25
+    # Sized from the data (40 inputs, 4 classes), with the float inputs left unchanged.
+    card = zoo.model_card(str(tmp_path / "run" / "model"))
+    assert card.config["num_classes"] == 4 and card.dataset == "signals.npz"
+    x_test = np.load(data)["x_test"][:3]
+    assert card.preprocess is not None
+    inputs = card.preprocess(x_test)
+    np.testing.assert_array_equal(inputs.reshape(3, -1), x_test)
+
+
+def test_a_bad_npz_is_one_line_exit_2(tmp_path, capsys):
+    from recipes import mnist_mlp
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3), np.float32))  # no labels
+    workdir = tmp_path / "run"
+    assert mnist_mlp.main(["--data", str(bad), "--workdir", str(workdir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data" in err and str(bad) in err
+    assert not workdir.exists()

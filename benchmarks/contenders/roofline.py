@@ -164,7 +164,7 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
     import jax
     import jax.numpy as jnp
 
-    from zoo.models._conv_gemm import conv_gemm  # until zoo.models re-exports it
+    from zoo.models import conv_gemm
 
     from . import raw_jax
 

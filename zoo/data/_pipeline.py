@@ -220,9 +220,7 @@ def batches(
     inputs, labels = input_key, label_key
     input_key = "image" if inputs is None else inputs
     if normalize is not None and input_key not in arrays:
-        named = (
-            f"input_key={inputs!r}" if inputs is not None else "the default input_key='image'"
-        )
+        named = f"input_key={inputs!r}" if inputs is not None else "the default input_key='image'"
         raise ValueError(
             f"batches: normalize={normalize!r} applies to the inputs entry, but data has no "
             f"{input_key!r} ({named}); its entries are {sorted(arrays)}: name the inputs with "
@@ -230,7 +228,8 @@ def batches(
         )
     if labels is not None and labels not in arrays:
         raise ValueError(
-            f"batches: label_key={labels!r} is not an entry of data; its entries are {sorted(arrays)}"
+            f"batches: label_key={labels!r} is not an entry of data; its entries are "
+            f"{sorted(arrays)}"
         )
     label_key = labels if labels is not None else ("label" if "label" in arrays else None)
     if normalize != "standard" and (mean is not None or std is not None):

@@ -19,6 +19,7 @@ from ._registry import (
 )
 
 # isort: split
+from ._conv_gemm import conv_gemm as conv_gemm, prefer_gemm as prefer_gemm
 from ._convnet import ConvNet as ConvNet
 from ._gru import (
     GRU as GRU,
