@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import hub
-from .hub._pretrained import is_stateful
 from .models import get_model_spec as get_spec, split_model_name as split_name
 
 _DATASETS = ("fashion-mnist", "mnist")
@@ -87,7 +86,7 @@ def _summary(args: argparse.Namespace) -> int:
     else:
         tag = split_name(source)[1]
         model, state = hub.create_model(source, pretrained=args.pretrained or tag is not None)
-    print(summary(model, state if is_stateful(state) else None))
+    print(summary(model, state))  # an empty state adds no rows
     return 0
 
 
@@ -144,7 +143,7 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = train.evaluate(
         train.classification_metrics(),
         model,
-        state if is_stateful(state) else None,
+        state,
         {"image": card.preprocess(images), "label": labels},
         batch_size=args.batch_size,
     )
