@@ -50,7 +50,7 @@ def summary(model: eqx.Module, state: eqx.nn.State | None = None) -> str:
     lines = [rule, fmt(header), rule, *(fmt(r) for r in table[1:]), rule]
     n, nbytes = totals["trainable"]
     lines.append(f"Total: {n:,} parameters ({nbytes / 2**20:.2f} MiB) in {type(model).__name__}")
-    if state is not None:
+    if state is not None and totals["state"][0]:  # an empty state (a stateless model) adds no line
         n, nbytes = totals["state"]
         lines.append(f"State: {n:,} values ({nbytes / 2**20:.2f} MiB), not trained")
     return "\n".join(lines)
