@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
+from ._convnet import _conv_last  # channels-last conv with the layer's own weights
 from ._fastinit import normal, skeleton
 from ._registry import register_model
 from ._validate import positive_int
@@ -46,21 +47,6 @@ def _norm(channels: int, momentum: float, dtype, *, zero: bool = False) -> eqx.n
         assert norm.weight is not None
         norm = eqx.tree_at(lambda n: n.weight, norm, jnp.zeros_like(norm.weight))
     return norm
-
-
-def _apply_conv(conv: eqx.nn.Conv2d, x: Float[Array, "1 h w c"]) -> Float[Array, "1 h2 w2 o"]:
-    """`conv` (its own OIHW weights) applied channels-last, the layout XLA:CPU's convolutions
-    and per-channel reductions run fastest in."""
-    y = lax.conv_general_dilated(
-        x,
-        conv.weight,
-        conv.stride,
-        conv.padding,
-        rhs_dilation=conv.dilation,
-        feature_group_count=conv.groups,
-        dimension_numbers=("NHWC", "OIHW", "NHWC"),
-    )
-    return y if conv.bias is None else y + conv.bias.reshape(1, 1, 1, -1)
 
 
 def _apply_norm(
@@ -140,13 +126,11 @@ class BasicBlock(eqx.Module):
     def __call__(
         self, x: Float[Array, "1 h w c"], state: eqx.nn.State
     ) -> tuple[Float[Array, "1 h2 w2 o"], eqx.nn.State]:
-        h, state = _apply_norm(self.bn1, _apply_conv(self.conv1, x), state)
-        h, state = _apply_norm(self.bn2, _apply_conv(self.conv2, jax.nn.relu(h)), state)
+        h, state = _apply_norm(self.bn1, _conv_last(self.conv1, x), state)
+        h, state = _apply_norm(self.bn2, _conv_last(self.conv2, jax.nn.relu(h)), state)
         if self.downsample_conv is not None:
             assert self.downsample_norm is not None
-            x, state = _apply_norm(
-                self.downsample_norm, _apply_conv(self.downsample_conv, x), state
-            )
+            x, state = _apply_norm(self.downsample_norm, _conv_last(self.downsample_conv, x), state)
         return jax.nn.relu(h + x), state
 
 
@@ -193,14 +177,12 @@ class Bottleneck(eqx.Module):
     def __call__(
         self, x: Float[Array, "1 h w c"], state: eqx.nn.State
     ) -> tuple[Float[Array, "1 h2 w2 o"], eqx.nn.State]:
-        h, state = _apply_norm(self.bn1, _apply_conv(self.conv1, x), state)
-        h, state = _apply_norm(self.bn2, _apply_conv(self.conv2, jax.nn.relu(h)), state)
-        h, state = _apply_norm(self.bn3, _apply_conv(self.conv3, jax.nn.relu(h)), state)
+        h, state = _apply_norm(self.bn1, _conv_last(self.conv1, x), state)
+        h, state = _apply_norm(self.bn2, _conv_last(self.conv2, jax.nn.relu(h)), state)
+        h, state = _apply_norm(self.bn3, _conv_last(self.conv3, jax.nn.relu(h)), state)
         if self.downsample_conv is not None:
             assert self.downsample_norm is not None
-            x, state = _apply_norm(
-                self.downsample_norm, _apply_conv(self.downsample_conv, x), state
-            )
+            x, state = _apply_norm(self.downsample_norm, _conv_last(self.downsample_conv, x), state)
         return jax.nn.relu(h + x), state
 
 
@@ -331,7 +313,7 @@ class ResNet(eqx.Module):
         """The stem's output and each stage's, channels-last with a leading axis of 1."""
         check_shape("ResNet", "x", x, (self.in_channels, None, None))
         h = jnp.moveaxis(x, 0, -1)[None]
-        h, state = _apply_norm(self.stem_norm, _apply_conv(self.stem_conv, h), state)
+        h, state = _apply_norm(self.stem_norm, _conv_last(self.stem_conv, h), state)
         h = jax.nn.relu(h)
         if self.stem == "imagenet":
             window, strides = (1, 3, 3, 1), (1, 2, 2, 1)
