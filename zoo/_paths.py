@@ -15,3 +15,12 @@ def zoo_home() -> Path:
         return Path(home).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "zoo"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def offline() -> bool:
+    """Whether `$ZOO_OFFLINE` (1, true, yes or on) forbids every network download: weights
+    and datasets alike. Read on every call, so it follows the environment."""
+    return os.environ.get("ZOO_OFFLINE", "").strip().lower() in _TRUE

@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .._paths import offline
 from ._errors import ChecksumMismatchError, DownloadError, OfflineError, TruncatedWeightsError
 from ._sources import CARD_FILE, CONFIG_FILE, GOLDEN_FILE, WEIGHTS_FILE, download_dir
 
@@ -18,16 +19,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NETWORK_SCHEMES = ("http", "https")
 _TIMEOUT_S = 60.0
 _CHUNK = 1 << 16
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def is_url(source: str) -> bool:
     return "://" in source
-
-
-def offline() -> bool:
-    """Whether `ZOO_OFFLINE` forbids network downloads."""
-    return os.environ.get("ZOO_OFFLINE", "").strip().lower() in _TRUE
 
 
 def parse_url(url: str) -> tuple[str, str]:

@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 import equinox as eqx
 
+from .._paths import offline
 from ..models import split_model_name
 from ._card import ModelCard
 from ._convert import from_timm_vit, from_torchvision_resnet
 from ._create import model_card
-from ._download import _fetch, offline
+from ._download import _fetch
 from ._errors import ChecksumMismatchError, OfflineError, UnknownModelError, WeightsError
 from ._pretrained import save_pretrained
 from ._safetensors import load_safetensors
