@@ -70,9 +70,16 @@ def train_classifier(
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     label_smoothing: float = 0.0,
     data_kwargs: Callable[[tuple[int, ...], int], dict[str, Any]] | None = None,
+    optimizer: Callable[[optax.ScalarOrSchedule], optax.GradientTransformation] = optax.adam,
+    warmup_epochs: float = 0.0,
 ) -> tuple[Any, eqx.nn.State, list[dict[str, Any]]]:
-    """Train the registered architecture `arch` on `config.dataset` with Adam and softmax
+    """Train the registered architecture `arch` on `config.dataset` with softmax
     cross-entropy, evaluating on the test split after every epoch.
+
+    `optimizer(learning_rate)` builds the optimiser (Adam by default) from the learning rate
+    or its schedule: `config.learning_rate`, cosine-decayed to 0 by the end when
+    `config.lr_schedule` is `"cosine"`, after a linear warm-up from 0 over the first
+    `warmup_epochs` epochs.
 
     `prepare` turns a batch of normalised images `(batch, 28, 28)` into the model's input
     (flattened for an MLP, a channel axis for a ConvNet); `augment(images, key)`, if given,
@@ -144,13 +151,20 @@ def train_classifier(
 
         k_model, k_train = jr.split(jr.PRNGKey(config.seed))
         model, model_state = zoo.create_model(arch, key=k_model, **arch_kwargs)
-        if config.lr_schedule == "cosine":
-            learning_rate = optax.cosine_decay_schedule(config.learning_rate, steps * config.epochs)
+        total, warmup = steps * config.epochs, round(warmup_epochs * steps)
+        if config.lr_schedule == "cosine" and warmup > 0:
+            learning_rate = optax.warmup_cosine_decay_schedule(
+                0.0, config.learning_rate, warmup, max(total, warmup + 1)
+            )
+        elif config.lr_schedule == "cosine":
+            learning_rate = optax.cosine_decay_schedule(config.learning_rate, total)
+        elif warmup > 0:
+            learning_rate = optax.linear_schedule(0.0, config.learning_rate, warmup)
         else:
             learning_rate = config.learning_rate
-        optimizer = optax.adam(learning_rate)
+        transform = optimizer(learning_rate)
         train_state = zoo.train.init_train_state(
-            model, optimizer, key=k_train, model_state=model_state
+            model, transform, key=k_train, model_state=model_state
         )
         evaluator = zoo.train.Evaluator(
             zoo.train.classification_metrics(prepare=prepare),
@@ -161,7 +175,7 @@ def train_classifier(
         fitted = run.fit(
             Plan(
                 train_state,
-                zoo.train.TrainStep(loss_fn, optimizer),
+                zoo.train.TrainStep(loss_fn, transform),
                 data,
                 num_epochs=config.epochs,
                 steps_per_epoch=steps,

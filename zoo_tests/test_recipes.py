@@ -54,6 +54,43 @@ def test_image_recipes_learn_and_write_outputs(tmp_path, recipe):
     assert results["test_accuracy"] == pytest.approx(epochs[-1]["test_accuracy"])
 
 
+@needs_fashion
+@pytest.mark.parametrize(
+    "recipe, settings",
+    [
+        ("mnist_resnet", {"learning_rate": 0.05, "bn_momentum": 0.5, "epochs": 2}),
+        ("mnist_vit", {"depth": 2, "dim": 32, "learning_rate": 3e-3, "epochs": 3}),
+    ],
+)
+def test_vision_recipes_learn(tmp_path, recipe, settings):
+    import importlib
+
+    module = importlib.import_module(f"recipes.{recipe}")
+    config = module.Config(
+        **settings,
+        train_examples=400,
+        test_examples=200,
+        batch_size=20,
+        warmup_epochs=0.25,
+        progress=False,
+    )
+    module.train(config, str(tmp_path))
+    epochs = _records(tmp_path, "epoch")
+    assert [r["epoch"] for r in epochs] == list(range(1, settings["epochs"] + 1))
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[-1]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    card = json.loads((tmp_path / "config.json").read_text())
+    assert card["warmup_epochs"] == 0.25 and card["flip"] is True
+
+
+def test_vit_recipe_refuses_a_width_the_heads_do_not_divide(tmp_path, capsys):
+    from recipes import mnist_vit
+
+    argv = ["--dim", "30", "--num-heads", "4", "--workdir", str(tmp_path / "run")]
+    assert mnist_vit.main(argv) != 0
+    _one_line_error(capsys, "--dim 30 must be divisible by --num-heads 4")
+
+
 def test_ou_gru_learns_and_writes_outputs(tmp_path):
     from recipes import ou_gru
 
@@ -88,7 +125,15 @@ def test_linear_regression_recipe_reaches_least_squares(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
-RECIPES = ["mnist_mlp", "mnist_cnn", "ou_gru", "linear_regression", "finetune"]
+RECIPES = [
+    "mnist_mlp",
+    "mnist_cnn",
+    "mnist_resnet",
+    "mnist_vit",
+    "ou_gru",
+    "linear_regression",
+    "finetune",
+]
 
 
 def _one_line_error(capsys, *fragments: str) -> str:

@@ -6,7 +6,7 @@ from ._arrays import (
     check_arrays as check_arrays,
     load_npz as load_npz,
 )
-from ._augment import random_flip as random_flip
+from ._augment import random_flip as random_flip, random_translate as random_translate
 from ._idx import CorruptDatasetError as CorruptDatasetError
 from ._normalize import normalize as normalize
 from ._pipeline import (
