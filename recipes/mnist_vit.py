@@ -1,4 +1,4 @@
-"""A small Vision Transformer (4x4 patches, 6 blocks of width 128) on MNIST-format images
+"""A small Vision Transformer (4x4 patches, 4 blocks of width 128) on MNIST-format images
 (Fashion-MNIST).
 
     zoo train mnist_vit                  # or: python -m recipes.mnist_vit
@@ -25,12 +25,12 @@ class Config(ClassifierConfig):
     """The ViT's settings."""
 
     steps_per_dispatch: int = number(1, ge=1)  # optimiser steps per compiled call
-    depth: int = number(6, ge=1)  # transformer blocks
+    depth: int = number(4, ge=1)  # transformer blocks
     dim: int = number(128, ge=1)  # token width (a multiple of --num-heads)
     num_heads: int = number(4, ge=1)  # attention heads per block
     learning_rate: float = number(1e-3, gt=0)  # AdamW's peak learning rate
     batch_size: int = number(128, ge=1)  # examples per step (split over the devices)
-    epochs: int = number(5, ge=1)  # passes over the training set
+    epochs: int = number(4, ge=1)  # passes over the training set
     warmup_epochs: float = number(0.5, ge=0)  # linear warm-up from 0, in epochs
     weight_decay: float = number(0.05, ge=0)  # AdamW's decoupled weight decay
     max_shift: int = number(2, ge=0)  # shift training images by up to this many pixels
