@@ -178,7 +178,9 @@ class ModelCard:
                 fields["preprocess"] = Preprocess(**pre)
             return cls(**fields)
         except (TypeError, ValueError) as e:
-            raise WeightsError(f"{source}: not a valid model card ({e})") from None
+            # The first line: a runtime type check's message goes on to print signatures.
+            why = str(e).strip().split("\n")[0]
+            raise WeightsError(f"{source}: not a valid model card ({why})") from None
 
     def format(self) -> str:
         """**Returns:** the card as readable text (what `zoo info` prints), one line per field:
@@ -257,6 +259,11 @@ def _check_fields(fields: dict[str, Any]) -> None:
     pre = fields.get("preprocess")
     if pre is not None and not isinstance(pre, Mapping):
         raise ValueError(f"`preprocess` must be a JSON object or null, got {pre!r}")
+    # Checked here, not by Preprocess, whose runtime type check would print its signature.
+    if pre is not None and pre.get("layout", "flat") not in _LAYOUTS:
+        raise ValueError(f"Preprocess: unknown `layout` {pre['layout']!r}; use {_LAYOUTS}")
+    if pre is not None and pre.get("normalize", "unit") not in _NORMALIZE:
+        raise ValueError(f"Preprocess: unknown `normalize` {pre['normalize']!r}")
     if "files" in fields:
         fields["files"] = check_files_field(fields["files"])
         entry = fields["files"].get("weights.eqx")

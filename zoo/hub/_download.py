@@ -179,7 +179,7 @@ def fetch(url: str, dest: Path, *, limit: int, deadline_s: float) -> None:
             expected = getattr(r, "length", None)  # file:// responses have no length
             if expected is not None and expected > limit:
                 raise DownloadLimitError(
-                    f"{url} announces {expected:,} bytes, more than the {limit:,} expected; "
+                    f"{url} announces {expected:,} bytes, more than the {limit:,} bytes expected; "
                     f"nothing was cached"
                 )
             # read1: one network read per call, so a trickling server cannot hold one call
