@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -132,7 +133,7 @@ def hub_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-MLP = {"width": 8, "depth": 1}
+MLP: dict[str, Any] = {"width": 8, "depth": 1}
 
 
 def _publish(folder: Path):
@@ -511,7 +512,7 @@ def test_save_pretrained_refuses_non_finite_weights_and_state(hub_home, tmp_path
     with pytest.raises(ValueError, match=r"model\.layers\[0\]\.weight holds 1 NaN or infinite"):
         zoo.save_pretrained(tmp_path / "nan", bad, state, card=card)
     assert not (tmp_path / "nan").exists()
-    cnn = {"channels": (4, 4, 4, 4)}
+    cnn: dict[str, Any] = {"channels": (4, 4, 4, 4)}
     model, state = zoo.create_model("cnn_mnist", **cnn)
     index = model.norms[0].batch_state_index
     mean, var = state.get(index)
