@@ -6,6 +6,8 @@ import hashlib
 import http.server
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -402,14 +404,12 @@ def test_a_slow_body_stops_at_the_deadline(hub_home, tmp_path, monkeypatch):
 
 
 def test_interrupted_downloads_are_cleaned(hub_home, tmp_path):
-    from zoo.hub import _download
-
     _publish(tmp_path / "site")
     downloads = hub_home / "downloads"
     downloads.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = _download._host()
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64]
     names = {
         "dead": f".abcdef0123456789.{host}-{dead.pid}.x1.part",
         "alive": f".abcdef0123456789.{host}-{os.getpid()}.x2.part",
@@ -421,10 +421,38 @@ def test_interrupted_downloads_are_cleaned(hub_home, tmp_path):
         (downloads / name / "weights.eqx").write_bytes(b"partial")
     two_days_ago = time.time() - 2 * 86400
     os.utime(downloads / names["old"], (two_days_ago, two_days_ago))
+    # Any download cleans up first, even one that then fails.
+    with pytest.raises(zoo.hub.DownloadError):
+        zoo.load_pretrained((tmp_path / "gone").as_uri() + f"/#sha256={'3' * 64}")
+    assert sorted(p.name for p in downloads.iterdir()) == sorted([names["alive"], names["recent"]])
     pin = _pin((tmp_path / "site" / "card.json").read_bytes())
     zoo.load_pretrained((tmp_path / "site").as_uri() + f"/#sha256={pin}")
     left = sorted(p.name for p in downloads.iterdir())
     assert left == sorted([pin, names["alive"], names["recent"]])
+
+
+def _torch_source(url: str, body: bytes) -> "zoo.hub.TorchSource":
+    return zoo.hub.TorchSource(
+        arch="resnet20", url=url, sha256=hashlib.sha256(body).hexdigest(), family="timm_vit"
+    )
+
+
+def test_torch_downloads_are_capped_and_deadlined(hub_home, monkeypatch):
+    body = b"x" * 600
+    with HostileServer() as server:
+        server.routes["/endless.safetensors"] = Route("endless")
+        server.routes["/slow.safetensors"] = Route("slow", body)
+        monkeypatch.setenv("ZOO_DOWNLOAD_MAX_BYTES", "1000")
+        source = _torch_source(f"{server.url}/endless.safetensors", body)
+        with pytest.raises(zoo.hub.DownloadError, match="more than the 1,000 bytes"):
+            zoo.hub.fetch_torch_weights("resnet20.endless", source=source)
+        monkeypatch.setenv("ZOO_DOWNLOAD_DEADLINE", "0.5")
+        source = _torch_source(f"{server.url}/slow.safetensors", body)
+        start = time.monotonic()
+        with pytest.raises(zoo.hub.DownloadError, match="took more than 0.5 s"):
+            zoo.hub.fetch_torch_weights("resnet20.slow", source=source)
+        assert time.monotonic() - start < 3.0
+    _no_leftovers(hub_home)
 
 
 # ---------------------------------------------------------------- redirects
