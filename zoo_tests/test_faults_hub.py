@@ -483,6 +483,11 @@ def test_redirects_are_followed_but_verified_and_bounded(hub_home, tmp_path):
         )
         with pytest.raises(zoo.hub.DownloadError, match="could not download"):
             zoo.load_pretrained(f"{server.url}/file/#sha256={_pin(b'{}')}")
+        server.routes["/ftp/card.json"] = Route("redirect", location="ftp://127.0.0.1:1/card.json")
+        with pytest.raises(
+            zoo.hub.DownloadError, match="redirect to 'ftp://127.0.0.1:1/card.json' refused"
+        ):
+            zoo.load_pretrained(f"{server.url}/ftp/#sha256={_pin(b'{}')}")
     _no_leftovers(hub_home)
 
 

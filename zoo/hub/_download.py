@@ -163,6 +163,20 @@ def parse_url(url: str) -> FolderURL:
     return FolderURL(base=base, query=parts.query, pin=sha)
 
 
+class _NetworkRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to `http(s)://` only: urllib would also follow one to `ftp://`."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in _NETWORK_SCHEMES:
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to {newurl!r} refused", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NetworkRedirectsOnly)
+
+
 def fetch(url: str, dest: Path, *, limit: int, deadline_s: float) -> None:
     """Stream `url` into `dest` (atomically), reading at most `limit` bytes and for at most
     `deadline_s` seconds (plus at most one read's timeout).
@@ -173,7 +187,7 @@ def fetch(url: str, dest: Path, *, limit: int, deadline_s: float) -> None:
     start = time.monotonic()
     try:
         with (
-            urllib.request.urlopen(url, timeout=min(_READ_TIMEOUT_S, deadline_s)) as r,
+            _OPENER.open(url, timeout=min(_READ_TIMEOUT_S, deadline_s)) as r,
             atomic_open(dest, "wb") as f,
         ):
             expected = getattr(r, "length", None)  # file:// responses have no length
