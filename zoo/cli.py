@@ -225,7 +225,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 _NAME_HELP = (
     "'arch' (its default weights) or 'arch.tag'; a weights folder (a path with '/', or "
-    "starting with '.' or '~'); or a URL ending in '#sha256=<hex>'"
+    "starting with '.' or '~'); or a URL ending in '#sha256=<hex>', the SHA-256 of the "
+    "folder's card.json"
 )
 
 
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The Equinox model zoo: registered architectures, pretrained weights "
         "with model cards, and the recipes that train them.",
         epilog="Weights are looked up bundled in the package, then in $ZOO_HOME/weights "
-        "($ZOO_HOME defaults to ~/.cache/zoo); ZOO_OFFLINE=1 forbids downloads. Run "
+        "($ZOO_HOME defaults to ~/.cache/zoo); ZOO_OFFLINE=1 forbids downloads; "
+        "ZOO_DOWNLOAD_DEADLINE (seconds per file, default 600) bounds them. Run "
         "'zoo COMMAND --help' for a command's options.",
     )
     parser.add_argument(
