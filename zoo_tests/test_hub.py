@@ -611,6 +611,33 @@ def test_bundled_weights_reproduce_their_golden_pair(name):
 
 
 @pytest.mark.parametrize("name", _BUNDLED)
+def test_bundled_cards_list_and_pin_every_file(name):
+    folder = _sources.bundled_weights_dir() / name
+    card = zoo.model_card(folder)
+    on_disk = sorted(p.name for p in folder.iterdir() if p.name != "card.json")
+    assert sorted(card.files) == on_disk == ["config.json", "golden.npz", "weights.eqx"]
+    for file, entry in card.files.items():
+        data = (folder / file).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert card.files["weights.eqx"]["sha256"] == card.weights_sha256
+    assert json.loads((folder / "config.json").read_text())["config"] == card.config
+    pin = zoo.hub.card_sha256(folder)
+    assert pin == hashlib.sha256((folder / "card.json").read_bytes()).hexdigest()
+
+
+def test_save_lists_every_file_in_the_card(hub_home):
+    _, _, card = _publish("mlp_mnist.t", hub_home, golden=True, **MLP)
+    folder = hub_home / "weights" / "mlp_mnist.t"
+    for file in ("weights.eqx", "config.json", "golden.npz"):
+        data = (folder / file).read_bytes()
+        assert card.files[file] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert zoo.model_card(folder) == card
+    _, _, card = _publish("mlp_mnist.t", hub_home, **MLP)  # saved again without golden inputs
+    assert sorted(card.files) == ["config.json", "weights.eqx"]
+    assert not (folder / "golden.npz").exists()
+
+
+@pytest.mark.parametrize("name", _BUNDLED)
 def test_bundled_weights_reach_their_card_accuracy(name):
     from zoo.data import DatasetNotFoundError, load
     from zoo.train import classification_metrics, evaluate

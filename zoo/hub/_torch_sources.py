@@ -159,8 +159,8 @@ def fetch_torch_weights(
     **Raises:** `UnknownModelError` for a name without a source; `OfflineError` if a network
     download is needed while `ZOO_OFFLINE=1`; `DownloadError`, `TruncatedWeightsError`,
     `ChecksumMismatchError`, `DownloadLimitError` for a bad, oversized or too slow download
-    (nothing is cached; interrupted downloads of earlier runs are cleaned); `ConversionError` if the
-    file does not fit the architecture.
+    (nothing is cached; interrupted downloads of earlier runs are cleaned);
+    `ConversionError` if the file does not fit the architecture.
     """
     arch, tag = split_model_name(name)
     if tag is None:
