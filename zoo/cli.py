@@ -5,24 +5,30 @@
     zoo summary NAME [--pretrained]
     zoo train RECIPE [--field value ...] [--resume] [--help]
     zoo eval NAME --dataset fashion-mnist [--data-dir DIR]
+    zoo --version
 
 NAME is `arch` or `arch.tag`, a weights folder (any argument with a `/`, or starting with `.`
 or `~`), or a URL pinned with `#sha256=`. Errors are one line on stderr with exit status 1
-(2 for a usage error or an unknown recipe).
+(2 for a usage error or an unknown recipe). Text that comes from a model card is printed with
+its control characters escaped, so a downloaded card cannot drive the terminal.
 """
 
 import argparse
 import importlib
 import json
+import math
 import os
 import pkgutil
 import sys
 import types
+import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from . import hub
+from ._version import DISTRIBUTION, __version__
 from .models import get_model_spec as get_spec, split_model_name as split_name
 
 _DATASETS = ("fashion-mnist", "mnist")
@@ -33,6 +39,44 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _safe(text: str) -> str:
+    """`text` with control and format characters (ESC, carriage returns, bidirectional
+    overrides) escaped, newlines kept: card text and error messages quote what a server sent,
+    and a terminal would obey it (fake an "OK" line, set the window title)."""
+    return "".join(
+        ch
+        if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp")
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def _print(text: str, *, file=None) -> None:
+    print(_safe(text), file=file)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0.0 <= value <= 1.0) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction between 0 and 1 (0.001 is 0.1 points), got {text!r}"
+        )
+    return value
 
 
 def _source(text: str) -> str | Path:
@@ -55,25 +99,32 @@ def _list(args: argparse.Namespace) -> int:
         print(f"no {kind} match {args.pattern!r}", file=sys.stderr)
         return 0
     width = max(len(n) for n in names)
+    failed = 0
     for name in names:
         if args.pretrained:
-            card = hub.model_card(name)
+            try:
+                card = hub.model_card(name)
+            except (ValueError, OSError) as e:
+                # One bad folder must not hide the others: report it on its own line.
+                _print(f"zoo list: error: {name}: {_one_line(e)}", file=sys.stderr)
+                failed += 1
+                continue
             acc = card.metrics.get("test_accuracy")
-            about = card.dataset or ""
-            if isinstance(acc, int | float):
+            about = (card.dataset or "").replace("\n", "\\n")
+            if isinstance(acc, int | float) and not isinstance(acc, bool):
                 about += f"  test accuracy {100 * acc:.2f}%"
         else:
             about = get_spec(name).description
-        print(f"{name.ljust(width)}  {about}".rstrip())
-    return 0
+        _print(f"{name.ljust(width)}  {about}".rstrip())
+    return 1 if failed else 0
 
 
 def _info(args: argparse.Namespace) -> int:
     card = hub.model_card(_source(args.name))
     if args.json:
-        print(json.dumps(card.to_json(), indent=2, sort_keys=True))
+        print(json.dumps(card.to_json(), indent=2, sort_keys=True))  # escapes control chars
     else:
-        print(card.format())
+        _print(card.format())
     return 0
 
 
@@ -149,12 +200,16 @@ def _eval(args: argparse.Namespace) -> int:
     )
     accuracy = metrics["accuracy"]
     n = len(labels)
-    print(f"{card.name}: test accuracy {100 * accuracy:.2f}% on {args.dataset} ({n:,} images)")
+    _print(f"{card.name}: test accuracy {100 * accuracy:.2f}% on {args.dataset} ({n:,} images)")
     reference = card.metrics.get("test_accuracy")
-    if card.dataset != args.dataset or not isinstance(reference, int | float):
+    if (
+        card.dataset != args.dataset
+        or not isinstance(reference, int | float)
+        or isinstance(reference, bool)
+    ):
         return 0
     diff = accuracy - float(reference)
-    print(f"card: {100 * reference:.2f}% (difference {100 * diff:+.2f} points)")
+    _print(f"card: {100 * reference:.2f}% (difference {100 * diff:+.2f} points)")
     if abs(diff) > args.tolerance:
         print(
             f"zoo eval: error: the accuracy differs from the card's by more than "
@@ -170,7 +225,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 _NAME_HELP = (
     "'arch' (its default weights) or 'arch.tag'; a weights folder (a path with '/', or "
-    "starting with '.' or '~'); or a URL ending in '#sha256=<hex>'"
+    "starting with '.' or '~'); or a URL ending in '#sha256=<hex>', the SHA-256 of the "
+    "folder's card.json"
 )
 
 
@@ -181,8 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="The Equinox model zoo: registered architectures, pretrained weights "
         "with model cards, and the recipes that train them.",
         epilog="Weights are looked up bundled in the package, then in $ZOO_HOME/weights "
-        "($ZOO_HOME defaults to ~/.cache/zoo); ZOO_OFFLINE=1 forbids downloads. Run "
+        "($ZOO_HOME defaults to ~/.cache/zoo); ZOO_OFFLINE=1 forbids downloads; "
+        "ZOO_DOWNLOAD_DEADLINE (seconds per file, default 600) bounds them. Run "
         "'zoo COMMAND --help' for a command's options.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{DISTRIBUTION} {__version__}",
+        help="print the distribution's name and version, then exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -273,14 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=1000,
         metavar="N",
         help="examples per compiled call (default: 1000)",
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=_fraction,
         default=0.001,
         metavar="T",
         help="largest accepted difference from the card's accuracy, as a fraction "
@@ -306,13 +369,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A recipe reports its own errors; anything else it raises is a bug worth a traceback.
         return args.func(args)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # One line per warning (a damaged download removed and fetched again), not two.
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except (ValueError, LookupError, OSError) as e:
         # The hub's and the data loader's errors name the problem; a traceback adds nothing.
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        _print(f"zoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(error: BaseException) -> str:
+    return str(error).replace("\n", " ")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _print(
+        f"zoo: warning: {_one_line(message) if isinstance(message, Warning) else message}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

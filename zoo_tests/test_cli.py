@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import json
 import struct
 import sys
@@ -203,3 +204,118 @@ def test_eval_measures_accuracy_and_compares_with_the_card(capsys, hub_home, tmp
     code, _, err = _run(capsys, "eval", "mlp_mnist.raw", "--dataset", "fashion-mnist")
     assert code == 1
     _assert_one_line_error(err, "records no `preprocess`")
+
+
+def test_version(capsys):
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0
+    assert out == f"{zoo._version.DISTRIBUTION} {zoo._version.__version__}\n"
+    assert out.startswith("equinox-zoo ")
+
+
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--batch-size", "0", "argument --batch-size: must be a positive integer, got '0'"),
+        ("--batch-size", "-5", "argument --batch-size"),
+        ("--tolerance", "-1", "argument --tolerance: must be a fraction between 0 and 1"),
+        ("--tolerance", "nan", "argument --tolerance"),
+    ],
+)
+def test_eval_refuses_bad_numbers_in_one_line(capsys, hub_home, flag, value, fragment):
+    _publish(hub_home)
+    code, out, err = _run(capsys, "eval", "mlp_mnist.t", "--dataset", "mnist", flag, value)
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, fragment)
+
+
+_MALFORMED = {
+    "metrics": (["a", "list"], "`metrics` must be a JSON object"),
+    "weights_size": ("big", "`weights_size` must be a non-negative integer"),
+    "num_params": ("many", "`num_params` must be a non-negative integer"),
+    "config": ("width=8", "`config` must be a JSON object"),
+    "description": (3, "`description` must be a string"),
+    "preprocess": ({"layout": "sideways"}, "unknown `layout`"),
+    "name": ("../up.x", "invalid model name"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(_MALFORMED))
+def test_malformed_cards_are_one_line_errors(capsys, hub_home, field):
+    value, fragment = _MALFORMED[field]
+    _publish(hub_home, dataset="fashion-mnist")
+    _publish(hub_home, name="mlp_mnist.good", dataset="fashion-mnist")
+    path = hub_home / "weights" / "mlp_mnist.t" / "card.json"
+    card = json.loads(path.read_text())
+    card[field] = value
+    path.write_text(json.dumps(card))
+    for argv in (["info", "mlp_mnist.t"], ["eval", "mlp_mnist.t", "--dataset", "mnist"]):
+        code, out, err = _run(capsys, *argv)
+        assert code == 1 and out == ""
+        _assert_one_line_error(err, f"zoo {argv[0]}: error:", "not a valid model card", fragment)
+    # The listing names the bad card on one line and still lists the good one.
+    code, out, err = _run(capsys, "list", "--pretrained")
+    assert code == 1 and out.split()[0] == "mlp_mnist.good"
+    _assert_one_line_error(err, "zoo list: error: mlp_mnist.t:", fragment)
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [({"width": "wide", "depth": 1}, "does not build 'mlp_mnist'"), ([8], "'config' (an object)")],
+)
+def test_malformed_configs_are_one_line_errors(capsys, hub_home, config, fragment):
+    _publish(hub_home, preprocess=zoo.hub.Preprocess(layout="flat"))
+    folder = hub_home / "weights" / "mlp_mnist.t"
+    data = json.loads((folder / "config.json").read_text())
+    data["config"] = config
+    # As a publisher would write it: card and config agree, checksums match.
+    raw = json.dumps(data).encode()
+    (folder / "config.json").write_bytes(raw)
+    card = json.loads((folder / "card.json").read_text())
+    card["files"]["config.json"] = {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+    card["config"] = config if isinstance(config, dict) else {}
+    (folder / "card.json").write_text(json.dumps(card))
+    for argv in (["summary", "mlp_mnist.t"], ["eval", str(folder), "--dataset", "mnist"]):
+        code, out, err = _run(capsys, *argv)
+        assert code == 1 and out == ""
+        _assert_one_line_error(err, fragment)
+
+
+def test_control_characters_in_cards_are_escaped(capsys, hub_home):
+    _publish(hub_home, dataset="fashion\x1b]0;owned\x07", metrics={"test_accuracy": 0.5})
+    path = hub_home / "weights" / "mlp_mnist.t" / "card.json"
+    card = json.loads(path.read_text())
+    card["description"] = "x\n\x1b[32mweights sha256 OK\x1b[0m\r"
+    card["command"] = "zoo train \u202emnist"
+    path.write_text(json.dumps(card))
+    for argv in (
+        ["info", "mlp_mnist.t"],
+        ["list", "--pretrained"],
+        ["info", "mlp_mnist.t", "--json"],
+    ):
+        code, out, err = _run(capsys, *argv)
+        assert code == 0, err
+        for raw in ("\x1b", "\x07", "\r", "\u202e"):
+            assert raw not in out, (argv, raw)
+    code, out, _ = _run(capsys, "info", "mlp_mnist.t")
+    assert "fashion\\x1b]0;owned\\x07" in out
+    assert [line.split()[0] for line in out.splitlines()].count("weights") == 2  # sha, size
+    assert not any(line.startswith("\\x1b[32mweights") for line in out.splitlines())
+
+
+def test_a_damaged_download_cache_is_one_line(capsys, hub_home, tmp_path, monkeypatch):
+    _publish(tmp_path / "site")
+    folder = tmp_path / "site" / "weights" / "mlp_mnist.t"
+    pin = zoo.hub.card_sha256(folder)
+    url = folder.as_uri() + f"/#sha256={pin}"
+    assert _run(capsys, "info", url)[0] == 0
+    cached = hub_home / "downloads" / pin
+    (cached / "weights.eqx").write_bytes(b"damaged")
+    code, out, err = _run(capsys, "summary", url)
+    assert code == 0 and "Total:" in out
+    _assert_one_line_error(err, "zoo: warning: removed the damaged download cache", str(cached))
+    (cached / "card.json").write_text("{}")
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    code, out, err = _run(capsys, "info", url)
+    assert code == 0  # file:// is not a network download: fetched again offline too
+    assert "removed the damaged download cache" in err and err.count("\n") == 1

@@ -3,7 +3,6 @@ import functools
 import hashlib
 import http.server
 import json
-import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -370,7 +369,9 @@ def _replace_weights(folder, tree):
     eqx.tree_serialise_leaves(folder / "weights.eqx", tree)
     data = (folder / "weights.eqx").read_bytes()
     card = json.loads((folder / "card.json").read_text())
-    card.update(weights_sha256=hashlib.sha256(data).hexdigest(), weights_size=len(data))
+    entry = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    card.update(weights_sha256=entry["sha256"], weights_size=entry["size"])
+    card["files"]["weights.eqx"] = entry
     (folder / "card.json").write_text(json.dumps(card))
 
 
@@ -378,9 +379,8 @@ def test_weights_of_another_architecture_are_refused(hub_home):
     _publish("mlp_mnist.small", hub_home, width=8, depth=1)
     _publish("mlp_mnist.big", hub_home, width=16, depth=1)
     small, big = hub_home / "weights" / "mlp_mnist.small", hub_home / "weights" / "mlp_mnist.big"
-    # The big file with its own (valid) card, under the small config: checksums pass.
-    for file in ("weights.eqx", "card.json"):
-        shutil.copy(big / file, small / file)
+    # The big file under the small config, the card forged to match: checksums pass.
+    _replace_weights(small, zoo.load_pretrained(big))
     with pytest.raises(zoo.hub.ArchitectureMismatchError) as info:
         zoo.load_pretrained("mlp_mnist.small")
     message = str(info.value)
@@ -496,14 +496,15 @@ def test_url_download_is_verified_and_cached(hub_home, tmp_path, monkeypatch):
     saved, _, card = _publish("gru_ou.pub", tmp_path / "site", golden=True)
     server = _Server(tmp_path / "site" / "weights")
     try:
-        url = f"{server.url}gru_ou.pub/#sha256={card.weights_sha256}"
+        pin = zoo.hub.card_sha256(tmp_path / "site" / "weights" / "gru_ou.pub")
+        url = f"{server.url}gru_ou.pub/#sha256={pin}"
         model, _ = zoo.load_pretrained(url)
         _assert_bit_identical(model, saved)
         fetched = set(server.hits)
         assert fetched == {
             f"/gru_ou.pub/{f}" for f in ("weights.eqx", "config.json", "card.json", "golden.npz")
         }
-        cached = hub_home / "downloads" / card.weights_sha256
+        cached = hub_home / "downloads" / pin
         assert sorted(p.name for p in cached.iterdir()) == [
             "card.json",
             "config.json",
@@ -522,7 +523,7 @@ def test_url_download_is_verified_and_cached(hub_home, tmp_path, monkeypatch):
         wrong = "0" * 64
         with pytest.raises(zoo.hub.ChecksumMismatchError, match=f"the URL pins {wrong}"):
             zoo.load_pretrained(f"{server.url}gru_ou.pub/weights.eqx#sha256={wrong}")
-        assert sorted(p.name for p in (hub_home / "downloads").iterdir()) == [card.weights_sha256]
+        assert sorted(p.name for p in (hub_home / "downloads").iterdir()) == [pin]
         with pytest.raises(zoo.hub.DownloadError, match="HTTP 404"):
             zoo.load_pretrained(f"{server.url}missing/#sha256={wrong}")
     finally:
@@ -531,7 +532,8 @@ def test_url_download_is_verified_and_cached(hub_home, tmp_path, monkeypatch):
 
 def test_file_url(hub_home, tmp_path):
     saved, _, card = _publish("gru_ou.pub", tmp_path / "site")
-    url = (tmp_path / "site" / "weights" / "gru_ou.pub").as_uri() + f"#sha256={card.weights_sha256}"
+    folder = tmp_path / "site" / "weights" / "gru_ou.pub"
+    url = folder.as_uri() + f"#sha256={zoo.hub.card_sha256(folder)}"
     _assert_bit_identical(zoo.load_pretrained(url)[0], saved)
 
 
@@ -606,6 +608,33 @@ def test_bundled_weights_reproduce_their_golden_pair(name):
     assert (folder / "golden.npz").is_file(), f"{name}: publish with `golden_input=`"
     zoo.hub.check_golden(folder, model, state)
     assert zoo.model_card(name).name == name
+
+
+@pytest.mark.parametrize("name", _BUNDLED)
+def test_bundled_cards_list_and_pin_every_file(name):
+    folder = _sources.bundled_weights_dir() / name
+    card = zoo.model_card(folder)
+    on_disk = sorted(p.name for p in folder.iterdir() if p.name != "card.json")
+    assert sorted(card.files) == on_disk == ["config.json", "golden.npz", "weights.eqx"]
+    for file, entry in card.files.items():
+        data = (folder / file).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert card.files["weights.eqx"]["sha256"] == card.weights_sha256
+    assert json.loads((folder / "config.json").read_text())["config"] == card.config
+    pin = zoo.hub.card_sha256(folder)
+    assert pin == hashlib.sha256((folder / "card.json").read_bytes()).hexdigest()
+
+
+def test_save_lists_every_file_in_the_card(hub_home):
+    _, _, card = _publish("mlp_mnist.t", hub_home, golden=True, **MLP)
+    folder = hub_home / "weights" / "mlp_mnist.t"
+    for file in ("weights.eqx", "config.json", "golden.npz"):
+        data = (folder / file).read_bytes()
+        assert card.files[file] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert zoo.model_card(folder) == card
+    _, _, card = _publish("mlp_mnist.t", hub_home, **MLP)  # saved again without golden inputs
+    assert sorted(card.files) == ["config.json", "weights.eqx"]
+    assert not (folder / "golden.npz").exists()
 
 
 @pytest.mark.parametrize("name", _BUNDLED)
@@ -691,7 +720,8 @@ def test_check_publish_tag_sees_bundled_folders(hub_home):
 
 def test_a_weight_table_url_entry_is_found_by_name(hub_home, tmp_path):
     saved, _, card = _publish("gru_ou.pub", tmp_path / "site")
-    url = (tmp_path / "site" / "weights" / "gru_ou.pub").as_uri() + f"#sha256={card.weights_sha256}"
+    folder = tmp_path / "site" / "weights" / "gru_ou.pub"
+    url = folder.as_uri() + f"#sha256={zoo.hub.card_sha256(folder)}"
 
     def builder(*, key, **kwargs):
         return eqx.nn.make_with_state(zoo.GRU)(**kwargs, key=key)

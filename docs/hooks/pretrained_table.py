@@ -22,7 +22,7 @@ def _metrics(metrics) -> str:
 
 def pretrained_table() -> str:
     rows = [
-        "| weight set | dataset | metrics | parameters | size | SHA-256 of the weights "
+        "| weight set | dataset | metrics | parameters | size | URL pin (SHA-256 of card.json) "
         "| command that trained it |",
         "| --- | --- | --- | ---: | ---: | --- | --- |",
     ]
@@ -30,7 +30,11 @@ def pretrained_table() -> str:
         card = zoo.model_card(name)
         size = f"{card.weights_size / 1024:,.0f} KiB" if card.weights_size else "—"
         params = f"{card.num_params:,}" if card.num_params else "—"
-        sha = f"`{card.weights_sha256}`" if card.weights_sha256 else "—"
+        folder = zoo.hub.bundled_weights_dir() / name
+        try:  # what a URL of this folder, published as it is, would pin
+            sha = f"`{zoo.hub.card_sha256(folder)}`"
+        except (OSError, ValueError):
+            sha = "—"
         command = f"`{card.command}`" if card.command else "—"
         rows.append(
             f"| `{name}` | {card.dataset or '—'} | {_metrics(card.metrics)} | {params} "

@@ -19,15 +19,21 @@ it has `://`, and otherwise a name.
 ([`zoo.hub.WeightSet`][]: bundled in `zoo/hub/weights/<name>/`, or a pinned URL), other
 bundled folders, then `$ZOO_HOME/weights/<name>/` (`$ZOO_HOME` defaults to
 `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`). A URL of a published folder must pin the
-SHA-256 of its `weights.eqx`, `https://host/path/<name>/#sha256=<64 hex>`; it is
-downloaded once into `$ZOO_HOME/downloads/<sha256>/` (renamed into place only after the
-checksum matched) and read from there afterwards. `ZOO_OFFLINE=1` forbids network downloads.
+SHA-256 of its `card.json` ([`zoo.hub.card_sha256`][]), `https://host/path/<name>/#sha256=<64
+hex>`; the card lists the size and SHA-256 of every other file, so the pin covers them all.
+It is downloaded once into `$ZOO_HOME/downloads/<sha256>/` (renamed into place only after
+every file matched; each file capped at the size the card states, the card at 4 MiB, each
+file within `$ZOO_DOWNLOAD_DEADLINE` seconds, default 600) and verified again on every load
+from there; a cached folder that fails is removed, with a `DamagedCacheWarning`, and fetched
+again. A query string in the URL is kept on every file's URL. `ZOO_OFFLINE=1` forbids
+network downloads.
 
 **A weights folder** holds `config.json` (`{"format": 1, "architecture": "mlp_mnist",
 "config": {builder kwargs}}`), `weights.eqx` (`eqx.tree_serialise_leaves((model, state))`),
-`card.json` (a [`zoo.ModelCard`][], pinning the SHA-256 and size of `weights.eqx`) and
-optionally `golden.npz` (inputs `x` and the outputs `y` they gave). Loading rebuilds the
-skeleton with `eqx.filter_eval_shape`, checks the size and SHA-256, compares every array's
+`card.json` (a [`zoo.ModelCard`][], listing the SHA-256 and size of every other file and
+repeating the config) and optionally `golden.npz` (inputs `x` and the outputs `y` they gave).
+Loading checks every listed file's size and SHA-256 and that the card's config is
+`config.json`'s, rebuilds the skeleton with `eqx.filter_eval_shape`, compares every array's
 shape and dtype with the skeleton's, and only then deserialises. Nothing is unpickled.
 
 **Publish a model** (what a recipe does at the end of training; call
@@ -125,7 +131,9 @@ from ._create import (
 from ._errors import (
     ArchitectureMismatchError as ArchitectureMismatchError,
     ChecksumMismatchError as ChecksumMismatchError,
+    DamagedCacheWarning as DamagedCacheWarning,
     DownloadError as DownloadError,
+    DownloadLimitError as DownloadLimitError,
     GoldenMismatchError as GoldenMismatchError,
     HeadReinitialisedWarning as HeadReinitialisedWarning,
     OfflineError as OfflineError,
@@ -136,6 +144,7 @@ from ._errors import (
     WeightsError as WeightsError,
     WeightsNotFoundError as WeightsNotFoundError,
 )
+from ._integrity import card_sha256 as card_sha256
 from ._pretrained import check_golden as check_golden, save_pretrained as save_pretrained
 from ._safetensors import (
     export_safetensors as export_safetensors,

@@ -3,6 +3,7 @@ preprocessing they record."""
 
 import dataclasses
 import json
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -10,7 +11,9 @@ import numpy as np
 from jaxtyping import Float32, Shaped
 
 from ..data import normalize
+from ..models import split_model_name
 from ._errors import WeightsError
+from ._integrity import check_files_field, is_sha256
 
 Layout = Literal["flat", "chw", "hw", "keep"]
 Normalize = Literal["auto", "unit", "standard"]
@@ -122,6 +125,9 @@ class ModelCard:
 
     **Filled in by `save_pretrained`:** `num_params` (floating-point parameters of the model,
     not counting its state), `weights_sha256` and `weights_size` (bytes) of `weights.eqx`,
+    `files` (the SHA-256 and size of every other file of the folder: `{"weights.eqx":
+    {"sha256": ..., "size": ...}, "config.json": ..., "golden.npz": ...}`, checked on every
+    load; a URL pins the SHA-256 of the card itself, see [`zoo.hub.card_sha256`][]),
     `versions` (`jax`, `equinox`, `zoo`, `numpy`, `python`), `date` (ISO 8601, UTC).
     """
 
@@ -136,6 +142,7 @@ class ModelCard:
     num_params: int | None = None
     weights_sha256: str | None = None
     weights_size: int | None = None
+    files: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     date: str | None = None
 
@@ -154,20 +161,31 @@ class ModelCard:
     def from_json(cls, data: Mapping[str, Any], *, source: str = "card.json") -> "ModelCard":
         """Read a card from its JSON dict; unknown keys (from newer versions) are ignored.
 
+        Every field's type is checked here, so that a malformed card fails once, naming the
+        field, rather than later wherever the field is used; `name` is validated like any
+        model name.
+
         **Raises:** `WeightsError` naming `source` if a field is missing or malformed.
         """
+        if not isinstance(data, Mapping):
+            raise WeightsError(f"{source}: not a valid model card (not a JSON object)")
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in data.items() if k in names}
         try:
+            _check_fields(fields)
             pre = fields.get("preprocess")
             if pre is not None:
                 fields["preprocess"] = Preprocess(**pre)
             return cls(**fields)
         except (TypeError, ValueError) as e:
-            raise WeightsError(f"{source}: not a valid model card ({e})") from None
+            # The first line: a runtime type check's message goes on to print signatures.
+            why = str(e).strip().split("\n")[0]
+            raise WeightsError(f"{source}: not a valid model card ({why})") from None
 
     def format(self) -> str:
-        """**Returns:** the card as readable text (what `zoo info` prints)."""
+        """**Returns:** the card as readable text (what `zoo info` prints), one line per field:
+        control characters in the card's text (a newline, a terminal escape sequence) are
+        shown escaped (`\\x1b`), so a card cannot add lines or drive the terminal."""
 
         def dumps(value: Any) -> str:
             return json.dumps(value, sort_keys=True) if value else "-"
@@ -186,13 +204,80 @@ class ModelCard:
             ("preprocess", "-" if pre is None else dumps(dataclasses.asdict(pre))),
             ("weights sha256", self.weights_sha256 or "-"),
             ("weights size", size),
+            *(
+                (f"file {n}", f"sha256 {e.get('sha256')}, {e.get('size'):,} bytes")
+                for n, e in sorted(self.files.items())
+            ),
             ("versions", ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())) or "-"),
             ("date", self.date or "-"),
         ]
         if self.description:
             rows.append(("description", self.description))
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+        return "\n".join(f"{escape_control(k.ljust(width))}  {escape_control(v)}" for k, v in rows)
+
+
+def escape_control(text: str) -> str:
+    """`text` with every control or format character (newlines, ESC, bidirectional overrides;
+    Unicode categories Cc, Cf, Zl, Zp) written as a Python escape such as `\\x1b`."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
+_MAPPINGS = ("config", "metrics", "recipe_config", "versions")
+_OPTIONAL_STR = ("dataset", "command", "date")
+_COUNTS = ("num_params", "weights_size")
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    """Check the JSON types of a card's fields. **Raises:** `ValueError` naming the field."""
+    name = fields.get("name")
+    if not isinstance(name, str):
+        raise ValueError(f"`name` must be a string 'arch.tag', got {name!r}")
+    split_model_name(name)  # UnsafeNameError (a ValueError) for a bad name
+    for key in _MAPPINGS:
+        if key in fields and not isinstance(fields[key], Mapping):
+            raise ValueError(f"`{key}` must be a JSON object, got {fields[key]!r}")
+    for key in _OPTIONAL_STR:
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise ValueError(f"`{key}` must be a string or null, got {fields[key]!r}")
+    if not isinstance(fields.get("description", ""), str):
+        raise ValueError(f"`description` must be a string, got {fields['description']!r}")
+    for key in _COUNTS:
+        value = fields.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"`{key}` must be a non-negative integer or null, got {value!r}")
+    sha = fields.get("weights_sha256")
+    if sha is not None and not is_sha256(sha):
+        raise ValueError(f"`weights_sha256` must be 64 lowercase hex digits, got {sha!r}")
+    pre = fields.get("preprocess")
+    if pre is not None and not isinstance(pre, Mapping):
+        raise ValueError(f"`preprocess` must be a JSON object or null, got {pre!r}")
+    # Checked here, not by Preprocess, whose runtime type check would print its signature.
+    if pre is not None and pre.get("layout", "flat") not in _LAYOUTS:
+        raise ValueError(f"Preprocess: unknown `layout` {pre['layout']!r}; use {_LAYOUTS}")
+    if pre is not None and pre.get("normalize", "unit") not in _NORMALIZE:
+        raise ValueError(f"Preprocess: unknown `normalize` {pre['normalize']!r}")
+    if "files" in fields:
+        fields["files"] = check_files_field(fields["files"])
+        entry = fields["files"].get("weights.eqx")
+        recorded = (fields.get("weights_sha256"), fields.get("weights_size"))
+        if (
+            entry is not None
+            and recorded != (None, None)
+            and recorded
+            != (
+                entry["sha256"],
+                entry["size"],
+            )
+        ):
+            raise ValueError("`weights_sha256`/`weights_size` disagree with `files['weights.eqx']`")
 
 
 def _fmt_metric(key: str, value: Any) -> str:

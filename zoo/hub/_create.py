@@ -3,8 +3,9 @@
 import fnmatch
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax
@@ -16,12 +17,14 @@ from ..models import (
     split_model_name as split_name,
 )
 from ._card import ModelCard
-from ._download import fetch_folder, is_url
+from ._download import discard_cached, fetch_folder, is_url
 from ._errors import (
     ArchitectureMismatchError,
     ChecksumMismatchError,
     HeadReinitialisedWarning,
+    TruncatedWeightsError,
     WeightsError,
+    WeightsNotFoundError,
 )
 from ._pretrained import (
     Loaded,
@@ -34,6 +37,11 @@ from ._pretrained import (
 from ._sources import available_weights, find_weights
 
 Source = str | os.PathLike
+T = TypeVar("T")
+
+# What a cached download that no longer matches its pin raises: the folder is damaged (a
+# full disk, an edit, a bit flip), not the published weights, so it is fetched again.
+_DAMAGE = (ChecksumMismatchError, TruncatedWeightsError, WeightsNotFoundError)
 
 
 def as_folder(source: Source) -> Path | None:
@@ -51,38 +59,55 @@ def as_folder(source: Source) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _locate(source: Source) -> tuple[Path, str | None]:
-    """The local folder of `source` (downloaded first for a URL) and the SHA-256 a URL pins."""
+def _locate(source: Source) -> tuple[Path, str | None, bool]:
+    """The local folder of `source` (downloaded first for a URL), the SHA-256 of `card.json`
+    a URL pins, and whether the folder was downloaded just now."""
     folder = as_folder(source)
     if folder is not None:
-        return folder, None
+        return folder, None, False
     assert isinstance(source, str)
     if not is_url(source):
         name_arch, tag = split_name(source)
         location = find_weights(get_model_spec(name_arch), tag)[1]
         if isinstance(location, Path):
-            return location, None
+            return location, None, False
         source = location
     return fetch_folder(source)
+
+
+def _from_source(source: Source, use: Callable[[Path, str | None], T]) -> T:
+    """`use(folder, pin)` on the folder of `source`; a cached download that fails
+    verification is removed (with a `DamagedCacheWarning`) and fetched once more."""
+    folder, pinned, fresh = _locate(source)
+    try:
+        return use(folder, pinned)
+    except _DAMAGE as e:
+        if pinned is None or fresh:
+            raise
+        discard_cached(folder, str(e))
+    folder, pinned, _ = _locate(source)
+    return use(folder, pinned)
 
 
 def _load_source(
     source: Source, *, arch: str | None = None, overrides: dict[str, Any] | None = None
 ) -> Loaded:
     """Load from a folder (a path), a URL (`str` with `://`) or a name (`str`)."""
-    folder, pinned = _locate(source)
-    # Before building anything: overrides meant for `arch` would confuse another builder.
-    if arch is not None and (found := read_config(folder)[0]) != arch:
-        raise ArchitectureMismatchError(f"the weights in {folder} are for {found!r}, not {arch!r}")
-    return load_folder(folder, overrides=overrides, pinned_sha256=pinned)
+
+    def load(folder: Path, pinned: str | None) -> Loaded:
+        return load_folder(folder, overrides=overrides, pinned_card_sha256=pinned, arch=arch)
+
+    return _from_source(source, load)
 
 
 def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
     """Load pretrained weights, verified, into their architecture.
 
-    The skeleton is rebuilt from `config.json` with `eqx.filter_eval_shape` (nothing is
-    computed), the file's size and SHA-256 are checked against the card, and each array's
-    shape and dtype against the skeleton's, before anything is deserialised.
+    Every file the card lists (`weights.eqx`, `config.json`, `golden.npz`) is checked
+    against its size and SHA-256, the card against a URL's pin, and the card's config against
+    `config.json`; the skeleton is rebuilt from `config.json` with `eqx.filter_eval_shape`
+    (nothing is computed), and each array's shape and dtype checked against the skeleton's,
+    before anything is deserialised.
 
     **Arguments:**
 
@@ -91,16 +116,21 @@ def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
           bundled weights and then in `$ZOO_HOME/weights` (see [`zoo.hub.zoo_home`][]);
         - a folder, as a `pathlib.Path` or a `str` naming an existing folder (a `str`
           that is neither is a name or, with `://`, a URL);
-        - a URL of a published folder pinned by the SHA-256 of its `weights.eqx`:
+        - a URL of a published folder pinned by the SHA-256 of its `card.json` (which
+          lists the SHA-256 of every other file; [`zoo.hub.card_sha256`][]):
           `"https://host/path/mlp_mnist.fashion/#sha256=<64 hex digits>"` (also
-          `http://` and `file://`), downloaded once into `$ZOO_HOME/downloads/<sha256>/`.
+          `http://` and `file://`), downloaded once into `$ZOO_HOME/downloads/<sha256>/`
+          and verified again on every load.
 
     **Returns:** `(model, state)`, the model in inference mode (`eqx.nn.inference_mode`;
     `eqx.nn.inference_mode(model, False)` switches back to training).
 
     **Raises:** `UnsafeNameError`, `UnknownModelError`, `WeightsNotFoundError`,
     `ChecksumMismatchError`, `TruncatedWeightsError`, `ArchitectureMismatchError` (naming the
-    first leaf that differs and both shapes), `OfflineError`, `DownloadError`.
+    first leaf that differs and both shapes), `WeightsError` (a malformed or inconsistent
+    card or config), `OfflineError`, `DownloadError` (`DownloadLimitError`: a file larger
+    than its card states, or slower than `$ZOO_DOWNLOAD_DEADLINE`). A damaged folder of the
+    download cache is removed, with a `DamagedCacheWarning`, and fetched again.
     """
     loaded = _load_source(source)
     return loaded.model, loaded.state
@@ -109,16 +139,13 @@ def load_pretrained(source: Source) -> tuple[Any, eqx.nn.State]:
 def model_card(source: Source) -> ModelCard:
     """The card of a set of weights: `source` as in [`zoo.load_pretrained`][].
 
-    Only the card is read (the weights are verified when they are loaded); a URL is
-    downloaded into the cache first, where its weights' SHA-256 was checked.
+    Only the card is read, and checked against a URL's pin (the other files are verified
+    when they are loaded); a URL is downloaded into the cache first, where every file was
+    checked.
+
+    **Raises:** as [`zoo.load_pretrained`][]; `WeightsError` for a malformed card.
     """
-    folder, pinned = _locate(source)
-    card = read_card(folder)
-    if pinned is not None and card.weights_sha256 != pinned:
-        raise ChecksumMismatchError(
-            f"{folder}/card.json pins SHA-256 {card.weights_sha256}, but the URL pins {pinned}"
-        )
-    return card
+    return _from_source(source, lambda folder, pinned: read_card(folder, pinned))
 
 
 def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
@@ -243,7 +270,7 @@ def create_model(
     if source is None:
         config = dict(overrides)
         if tag is not None:
-            config = {**read_config(_locate(f"{arch}.{tag}")[0])[1], **config}
+            config = {**_from_source(f"{arch}.{tag}", read_config)[1], **config}
         if num_classes is not None:
             config["num_classes"] = num_classes
         return spec.builder(key=key, **config)

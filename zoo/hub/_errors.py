@@ -37,8 +37,16 @@ class OfflineError(DownloadError):
     """`ZOO_OFFLINE=1` forbids the network download that was needed."""
 
 
+class DownloadLimitError(DownloadError):
+    """A download was larger than its stated size (or the cap), or ran past its deadline."""
+
+
 class PublishTagError(ValueError):
     """A tag to publish under is already taken by one of zoo's own weight sets."""
+
+
+class DamagedCacheWarning(UserWarning):
+    """A folder of the download cache failed verification and was removed to be fetched again."""
 
 
 class HeadReinitialisedWarning(UserWarning):

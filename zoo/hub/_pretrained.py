@@ -5,9 +5,12 @@ A weights folder holds:
 - `config.json`: `{"format": 1, "architecture": <registered builder>, "config": {kwargs}}`,
   enough to rebuild the model's skeleton;
 - `weights.eqx`: `eqx.tree_serialise_leaves((model, state))`, a sequence of `.npy` records;
-- `card.json`: the [`zoo.ModelCard`][], which pins the SHA-256 and size of `weights.eqx`;
+- `card.json`: the [`zoo.ModelCard`][], which lists the SHA-256 and size of every other file
+  (`card.files`) and repeats the config; a URL pins the SHA-256 of the card itself;
 - `golden.npz` (optional): a few inputs `x` and the outputs `y` the model gave them, which a
   loaded model must reproduce.
+
+Every load checks every file the card lists, and that the card's config is `config.json`'s.
 
 Nothing is ever unpickled: `.npy` and `.npz` records are read with `allow_pickle=False`.
 """
@@ -15,13 +18,11 @@ Nothing is ever unpickled: `.npy` and `.npz` records are read with `allow_pickle
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import importlib.metadata
 import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,19 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._atomic import atomic_write
 from .._version import DISTRIBUTION
 from ..models import get_model_spec as get_spec, split_model_name as split_name
 from ._card import ModelCard
 from ._config import constructor_config
 from ._errors import (
     ArchitectureMismatchError,
-    ChecksumMismatchError,
     GoldenMismatchError,
     TruncatedWeightsError,
     WeightsError,
     WeightsNotFoundError,
 )
+from ._integrity import check_pin, file_entry, read_file, sha256_hex, verify_bytes
 from ._sources import CARD_FILE, CONFIG_FILE, GOLDEN_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
@@ -169,32 +171,6 @@ def _check_same_architecture(skeleton: Any, tree: Any, what: str) -> None:
 # Files.
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it into place: a
-    reader sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0o600 would hide published weights from other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system can sync a folder
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
@@ -292,11 +268,13 @@ def save_pretrained(
     [`zoo.hub.constructor_config`][]; only what differs from the builder's defaults is kept)
     unless `card.config` gives one. Either way it is first checked to rebuild `model` (the
     registered builder of `card.architecture` called with it gives the same leaves, shapes,
-    dtypes and static fields), so that what is written can be read back. Then writes `weights.eqx`,
-    `golden.npz`, `config.json` and `card.json`, each to a temporary file that is fsynced
-    and renamed into place; the card is written last, and it pins the weights' SHA-256, so a
-    reader never accepts weights from a half-finished save. Other files in `directory` are
-    left alone.
+    dtypes and static fields), so that what is written can be read back, and every weight
+    and state value is checked to be finite. Then writes `weights.eqx`, `golden.npz`,
+    `config.json` and `card.json`, each to a temporary file that is fsynced and renamed into
+    place; the card is written last, and it lists the size and SHA-256 of every other file
+    (`card.files`), so a reader never accepts files from a half-finished save. Other files
+    in `directory` are left alone. A URL of the folder pins the card's SHA-256
+    ([`zoo.hub.card_sha256`][]).
 
     **Arguments:**
 
@@ -321,7 +299,8 @@ def save_pretrained(
     - `UnsafeNameError` / `UnknownModelError`: `card.name` is invalid or its architecture
       is not registered.
     - `ArchitectureMismatchError`: the config does not rebuild `model`, naming the leaf.
-    - `ValueError`: the card holds values that are not JSON.
+    - `ValueError`: the card holds values that are not JSON, or a weight or state leaf
+      holds NaN or infinity (naming the leaf).
     """
     arch, _ = split_name(card.name)
     spec = get_spec(arch)
@@ -347,6 +326,7 @@ def save_pretrained(
         ) from None
     state = _state_or_empty(state, skeleton[1], arch)
     _check_same_architecture(skeleton, (model, state), what)
+    _check_finite((model, state))
 
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, (model, state))
@@ -359,68 +339,170 @@ def save_pretrained(
         np.savez(buffer, x=x, y=y)
         golden = buffer.getvalue()
 
+    config_bytes = _json_bytes({"format": FORMAT_VERSION, "architecture": arch, "config": config})
+    files = {WEIGHTS_FILE: weights, CONFIG_FILE: config_bytes}
+    if golden is not None:
+        files[GOLDEN_FILE] = golden
     params = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
     card = dataclasses.replace(
         card,
         num_params=int(sum(p.size for p in params)),
-        weights_sha256=hashlib.sha256(weights).hexdigest(),
+        weights_sha256=sha256_hex(weights),
         weights_size=len(weights),
+        files={name: file_entry(data) for name, data in sorted(files.items())},
         versions=_versions(),
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / WEIGHTS_FILE, weights)
-    if golden is not None:
-        _atomic_write(directory / GOLDEN_FILE, golden)
-    else:  # a golden pair left by an earlier save would no longer match
+    for name, data in files.items():
+        atomic_write(directory / name, data)
+    if golden is None:  # a golden pair left by an earlier save would no longer match
         with contextlib.suppress(FileNotFoundError):
             os.unlink(directory / GOLDEN_FILE)
-    _atomic_write(
-        directory / CONFIG_FILE,
-        _json_bytes({"format": FORMAT_VERSION, "architecture": arch, "config": config}),
-    )
-    _atomic_write(directory / CARD_FILE, _json_bytes(card.to_json()))
-    _fsync_dir(directory)
+    atomic_write(directory / CARD_FILE, _json_bytes(card.to_json()))
     return card
+
+
+def _check_finite(tree: tuple[Any, Any]) -> None:
+    """**Raises:** `ValueError` naming the first floating-point leaf with a NaN or infinity."""
+    markers = _state_markers(tree[1])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not eqx.is_inexact_array(leaf):
+            continue
+        values = np.asarray(leaf)
+        if not np.all(np.isfinite(values)):
+            bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+            raise ValueError(
+                f"save_pretrained: {_leaf_path(path, markers)} holds {bad} NaN or infinite "
+                f"value(s) of {values.size}; the model diverged (lower the learning rate, or "
+                f"check the data), so these weights are not published"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # Loading.
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _parse_json(data: bytes, path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise WeightsNotFoundError(f"{path} does not exist: not a weights folder") from None
+        value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
+    if not isinstance(value, dict):
         raise WeightsError(f"{path} must hold a JSON object")
-    return data
+    return value
 
 
-def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
-    """**Returns:** `(architecture, builder kwargs)` from `directory/config.json`."""
-    data = _read_json(directory / CONFIG_FILE)
-    if data.get("format") != FORMAT_VERSION:
+def _parse_config(data: bytes, path: Path) -> tuple[str, dict[str, Any]]:
+    """`(architecture, config)` from the bytes of `config.json`, the config as JSON values."""
+    value = _parse_json(data, path)
+    if value.get("format") != FORMAT_VERSION:
         raise WeightsError(
-            f"{directory / CONFIG_FILE} has format {data.get('format')!r}; this version of zoo "
-            f"reads format {FORMAT_VERSION}"
+            f"{path} has format {value.get('format')!r}; this version of zoo reads format "
+            f"{FORMAT_VERSION}"
         )
-    arch, config = data.get("architecture"), data.get("config")
+    arch, config = value.get("architecture"), value.get("config")
     if not isinstance(arch, str) or not isinstance(config, dict):
-        raise WeightsError(f"{directory / CONFIG_FILE} needs 'architecture' and 'config'")
-    split_name(arch)
-    return arch, _from_json(config)
+        raise WeightsError(f"{path} needs 'architecture' (a string) and 'config' (an object)")
+    try:
+        split_name(arch)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    return arch, config
 
 
-def read_card(directory: Path) -> ModelCard:
-    """**Returns:** the card in `directory/card.json`."""
+def read_card(directory: Path, pinned: str | None = None) -> ModelCard:
+    """**Returns:** the card in `directory/card.json`, checked against the SHA-256 `pinned`
+    (from a URL) when given.
+
+    **Raises:** `WeightsNotFoundError` without a card, `ChecksumMismatchError` if it differs
+    from the pin, `WeightsError` for a malformed card.
+    """
     path = directory / CARD_FILE
-    return ModelCard.from_json(_read_json(path), source=str(path))
+    if not path.is_file() and not (directory / CONFIG_FILE).is_file():
+        raise WeightsNotFoundError(f"{path} does not exist: not a weights folder")
+    data = read_file(path)
+    if pinned is not None:
+        check_pin(data, pinned, str(path))
+    return ModelCard.from_json(_parse_json(data, path), source=str(path))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, allow_nan=False, default=str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """A weights folder whose files were all checked against its card (and the card against
+    a pin): what is loaded is what the card describes."""
+
+    card: ModelCard
+    arch: str
+    config: dict[str, Any]  # config.json's, as JSON values (lists, not tuples)
+    weights: bytes
+
+
+def _verify_legacy_weights(data: bytes, card: ModelCard, path: Path) -> None:
+    # Cards of zoo 0.1 list no `files`, only the weights' size and SHA-256.
+    if card.weights_size is None or card.weights_sha256 is None:
+        raise WeightsError(
+            f"{path.parent / CARD_FILE} does not record the weights' size and SHA-256"
+        )
+    entry = {"size": card.weights_size, "sha256": card.weights_sha256}
+    verify_bytes(data, entry, str(path), str(path.parent / CARD_FILE))
+
+
+def open_folder(directory: Path, pinned: str | None = None) -> Verified:
+    """Read a weights folder, verified: the card (against `pinned`, the SHA-256 of `card.json`
+    a URL pins), every file the card lists (size and SHA-256), and that the card's
+    architecture and config are `config.json`'s.
+
+    A card written by zoo 0.1 lists no files: from a local folder its `weights.eqx` is
+    checked by the card's `weights_sha256` and its config by the comparison with
+    `config.json`; with a pin it is refused, since the pin would not cover the other files.
+
+    **Raises:** `WeightsNotFoundError` for a missing file, `TruncatedWeightsError` and
+    `ChecksumMismatchError` for a file that is not the one the card lists, `WeightsError`
+    for a card and config that disagree or are malformed.
+    """
+    card = read_card(directory, pinned)
+    card_path = directory / CARD_FILE
+    data: dict[str, bytes] = {}
+    if card.files:
+        for name, entry in card.files.items():
+            data[name] = read_file(directory / name)
+            verify_bytes(data[name], entry, str(directory / name), str(card_path))
+    elif pinned is not None:
+        raise WeightsError(
+            f"{card_path} lists no files with their SHA-256 (it was written by zoo 0.1), so the "
+            f"URL's pin does not cover config.json and golden.npz; publish the folder again "
+            f"with this zoo's save_pretrained"
+        )
+    else:
+        data[WEIGHTS_FILE] = read_file(directory / WEIGHTS_FILE)
+        _verify_legacy_weights(data[WEIGHTS_FILE], card, directory / WEIGHTS_FILE)
+        data[CONFIG_FILE] = read_file(directory / CONFIG_FILE)
+    arch, config = _parse_config(data[CONFIG_FILE], directory / CONFIG_FILE)
+    if card.architecture != arch:
+        raise WeightsError(
+            f"{directory}: card.json names architecture {card.architecture!r} but "
+            f"config.json names {arch!r}"
+        )
+    if _canonical(dict(card.config)) != _canonical(config):
+        raise WeightsError(
+            f"{directory}: card.json's config {_canonical(dict(card.config))} differs from "
+            f"config.json's {_canonical(config)}; one of them was edited after saving, so "
+            f"neither can be trusted: save the weights again"
+        )
+    return Verified(card, arch, config, data[WEIGHTS_FILE])
+
+
+def read_config(directory: Path, pinned: str | None = None) -> tuple[str, dict[str, Any]]:
+    """**Returns:** `(architecture, builder kwargs)` of a verified folder (see `open_folder`)."""
+    verified = open_folder(directory, pinned)
+    return verified.arch, _from_json(verified.config)
 
 
 def _restore_weak_type(loaded: Any, like: Any) -> Any:
@@ -434,31 +516,6 @@ def _restore_weak_type(loaded: Any, like: Any) -> Any:
     return loaded
 
 
-def _verify(data: bytes, card: ModelCard, path: Path, pinned: str | None) -> None:
-    if card.weights_size is None or card.weights_sha256 is None:
-        raise WeightsError(
-            f"{path.parent / CARD_FILE} does not record the weights' size and SHA-256"
-        )
-    if len(data) < card.weights_size:
-        raise TruncatedWeightsError(
-            f"{path} is truncated: {len(data):,} of {card.weights_size:,} bytes"
-        )
-    if len(data) != card.weights_size:
-        raise WeightsError(
-            f"{path} has {len(data):,} bytes, but its card says {card.weights_size:,}"
-        )
-    got = hashlib.sha256(data).hexdigest()
-    if got != card.weights_sha256:
-        raise ChecksumMismatchError(
-            f"{path} is corrupt: its SHA-256 is {got}, but its card says {card.weights_sha256}"
-        )
-    if pinned is not None and card.weights_sha256 != pinned:
-        raise ChecksumMismatchError(
-            f"{path.parent / CARD_FILE} pins SHA-256 {card.weights_sha256}, but the URL pins "
-            f"{pinned}"
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class Loaded:
     model: Any
@@ -467,44 +524,61 @@ class Loaded:
     config: dict[str, Any]
 
 
+def build_skeleton(spec: Any, config: Mapping[str, Any], what: str) -> Any:
+    """`eqx.filter_eval_shape` of `spec`'s builder with `config`.
+
+    **Raises:** `WeightsError` naming `what` when the builder refuses the config (an unknown
+    argument, a value of the wrong type), instead of the builder's own traceback.
+    """
+    try:
+        return eqx.filter_eval_shape(spec.builder, key=default_key(), **config)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise WeightsError(
+            f"{what} does not build {spec.name!r}: {type(e).__name__}: {e}".split("\n")[0]
+        ) from None
+
+
 def load_folder(
     directory: Path,
     *,
     overrides: Mapping[str, Any] | None = None,
-    pinned_sha256: str | None = None,
+    pinned_card_sha256: str | None = None,
+    arch: str | None = None,
 ) -> Loaded:
-    """Load a weights folder: rebuild the skeleton with `eqx.filter_eval_shape` (no
-    computation), check the file's size and SHA-256 against the card, compare its arrays'
-    shapes and dtypes with the skeleton's, then deserialise. The model is in inference mode.
+    """Load a weights folder: verify every file (`open_folder`), rebuild the skeleton with
+    `eqx.filter_eval_shape` (no computation), compare the file's arrays' shapes and dtypes
+    with the skeleton's, then deserialise. The model is in inference mode.
 
     **Arguments:**
 
     - `directory`: the weights folder.
     - `overrides`: builder kwargs replacing those in `config.json` (e.g. a dropout rate);
       the weights must still fit.
-    - `pinned_sha256`: a SHA-256 the card must also record (from a URL).
+    - `pinned_card_sha256`: the SHA-256 `card.json` must have (from a URL).
+    - `arch`: the architecture the caller asks for, if any.
+
+    **Raises:** as `open_folder`; `ArchitectureMismatchError` if the weights are not for
+    `arch` or do not fit the architecture; `WeightsError` if the config does not build it.
     """
-    arch, config = read_config(directory)
-    config = {**config, **_from_json(dict(overrides or {}))}
-    card = read_card(directory)
-    if card.architecture != arch:
-        raise WeightsError(
-            f"{directory}: card.json names architecture {card.architecture!r} but "
-            f"config.json names {arch!r}"
+    verified = open_folder(directory, pinned_card_sha256)
+    # Before building anything: overrides meant for `arch` would confuse another builder.
+    if arch is not None and verified.arch != arch:
+        raise ArchitectureMismatchError(
+            f"the weights in {directory} are for {verified.arch!r}, not {arch!r}"
         )
+    config = {**_from_json(verified.config), **_from_json(dict(overrides or {}))}
+    spec = get_spec(verified.arch)
+    what = f"the config {_canonical(config)} of {directory / CONFIG_FILE}"
+    if overrides:
+        what += f" with the overrides {_canonical(dict(overrides))}"
+    skeleton = build_skeleton(spec, config, what)
     path = directory / WEIGHTS_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise WeightsNotFoundError(f"{path} does not exist") from None
-    _verify(data, card, path, pinned_sha256)
-    spec = get_spec(arch)
-    skeleton = eqx.filter_eval_shape(spec.builder, key=default_key(), **config)
+    data = verified.weights
     _check_records(data, expected_leaves(skeleton), str(path))
     model, state = jax.tree.map(
         _restore_weak_type, eqx.tree_deserialise_leaves(io.BytesIO(data), skeleton), skeleton
     )
-    return Loaded(eqx.nn.inference_mode(model), state, card, config)
+    return Loaded(eqx.nn.inference_mode(model), state, verified.card, config)
 
 
 def check_golden(
@@ -527,15 +601,27 @@ def check_golden(
 
     **Returns:** the largest absolute difference.
 
-    **Raises:** `WeightsNotFoundError` if there is no golden pair; `GoldenMismatchError`
-    with the largest difference if the outputs differ.
+    **Raises:** `WeightsNotFoundError` if there is no golden pair; `ChecksumMismatchError`
+    if it is not the file the card lists; `GoldenMismatchError` with the largest difference
+    if the outputs differ.
     """
-    path = Path(directory) / GOLDEN_FILE
+    directory = Path(directory)
+    path = directory / GOLDEN_FILE
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path} does not exist: no golden pair was saved")
+    data = read_file(path)
+    if (directory / CARD_FILE).is_file():
+        files = read_card(directory).files
+        if GOLDEN_FILE in files:
+            verify_bytes(data, files[GOLDEN_FILE], str(path), str(directory / CARD_FILE))
+        elif files:
+            raise WeightsError(
+                f"{path} is not listed in {directory / CARD_FILE}: it was not saved with these "
+                f"weights"
+            )
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
             x, y = f["x"], f["y"]
-    except FileNotFoundError:
-        raise WeightsNotFoundError(f"{path} does not exist: no golden pair was saved") from None
     except (KeyError, ValueError, OSError) as e:
         raise WeightsError(f"{path} is not a valid golden pair: {e}") from None
     got = np.asarray(apply_batch(eqx.nn.inference_mode(model), state, x))

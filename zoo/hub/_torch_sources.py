@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import importlib
 import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,11 +24,11 @@ from ..models import split_model_name
 from ._card import ModelCard
 from ._convert import from_timm_vit, from_torchvision_resnet
 from ._create import model_card
-from ._download import _fetch
+from ._download import Limits, clean_stale_parts, fetch, part_dir
 from ._errors import ChecksumMismatchError, OfflineError, UnknownModelError, WeightsError
 from ._pretrained import save_pretrained
 from ._safetensors import load_safetensors
-from ._sources import CARD_FILE, download_dir, user_weights_dir
+from ._sources import CARD_FILE, user_weights_dir
 
 Family = Literal["torchvision_resnet", "timm_vit"]
 
@@ -55,6 +54,8 @@ class TorchSource:
     - `url`: the file: `.pth` (read with `torch.load(weights_only=True)`, so torch must be
       installed) or `.safetensors` (read by zoo itself).
     - `sha256`: the file's SHA-256, 64 hex digits; a download that differs is discarded.
+    - `size`: the file's size in bytes, if known: the download stops at it. Without it the
+      cap is `$ZOO_DOWNLOAD_MAX_BYTES` (default 16 GiB).
     - `family`: `"torchvision_resnet"` or `"timm_vit"`: whose names the file uses.
     - `license`, `dataset`, `metrics` (the publisher's), `preprocess` (input size, resize,
       crop, interpolation, per-channel mean/std on a 0..1 scale), `description`: for the
@@ -65,6 +66,7 @@ class TorchSource:
     url: str
     sha256: str
     family: Family
+    size: int | None = None
     license: str = ""
     dataset: str | None = None
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -76,6 +78,8 @@ class TorchSource:
             raise ValueError(f"TorchSource: `sha256` must be 64 lowercase hex digits: {self.url}")
         if self.family not in ("torchvision_resnet", "timm_vit"):
             raise ValueError(f"TorchSource: unknown `family` {self.family!r}")
+        if self.size is not None and (isinstance(self.size, bool) or self.size < 1):
+            raise ValueError(f"TorchSource: `size` must be a positive number of bytes: {self.url}")
 
     @property
     def format(self) -> str:
@@ -129,7 +133,13 @@ def _read(path: Path, source: TorchSource) -> Mapping[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def fetch_torch_weights(name: str, *, source: TorchSource | None = None) -> Path:
+def fetch_torch_weights(
+    name: str,
+    *,
+    source: TorchSource | None = None,
+    deadline_s: float | None = None,
+    max_bytes: int | None = None,
+) -> Path:
     """Download, verify, convert and cache a torch weight set; **returns** its zoo folder.
 
     The file goes to a temporary name under `$ZOO_HOME/downloads/` and is converted only if
@@ -141,11 +151,16 @@ def fetch_torch_weights(name: str, *, source: TorchSource | None = None) -> Path
 
     - `name`: `"arch.tag"`, a key of `zoo.hub.torch_sources()` unless `source` is given.
     - `source`: a [`zoo.hub.TorchSource`][] to use instead of the table's entry.
+    - `deadline_s`: seconds the download may take (default `$ZOO_DOWNLOAD_DEADLINE`, else
+      600).
+    - `max_bytes`: the largest file accepted when the source states no `size` (default
+      `$ZOO_DOWNLOAD_MAX_BYTES`, else 16 GiB).
 
     **Raises:** `UnknownModelError` for a name without a source; `OfflineError` if a network
     download is needed while `ZOO_OFFLINE=1`; `DownloadError`, `TruncatedWeightsError`,
-    `ChecksumMismatchError` for a bad download (nothing is cached); `ConversionError` if the
-    file does not fit the architecture.
+    `ChecksumMismatchError`, `DownloadLimitError` for a bad, oversized or too slow download
+    (nothing is cached; interrupted downloads of earlier runs are cleaned);
+    `ConversionError` if the file does not fit the architecture.
     """
     arch, tag = split_model_name(name)
     if tag is None:
@@ -171,13 +186,13 @@ def fetch_torch_weights(name: str, *, source: TorchSource | None = None) -> Path
     scheme = urllib.parse.urlsplit(source.url).scheme
     if scheme in ("http", "https") and offline():
         raise OfflineError(f"ZOO_OFFLINE is set, so {source.url} cannot be downloaded")
-    download_dir().mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(dir=download_dir(), prefix=f".{source.sha256[:16]}.", suffix=".part")
-    )
+    limits = Limits.from_env(deadline_s=deadline_s, max_bytes=max_bytes)
+    clean_stale_parts()
+    tmp = part_dir(source.sha256)
     try:
         path = tmp / f"weights.{source.format}"
-        _fetch(source.url, path)
+        limit = source.size if source.size is not None else limits.max_bytes
+        fetch(source.url, path, limit=limit, deadline_s=limits.deadline_s)
         if (got := _sha256(path)) != source.sha256:
             raise ChecksumMismatchError(
                 f"{source.url} has SHA-256 {got}, but its source pins {source.sha256}; "
