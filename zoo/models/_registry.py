@@ -14,7 +14,7 @@ imported by `zoo/models/__init__.py` so that registration happens when `zoo` is 
     WEIGHTS = {
         # Bundled: the folder zoo/hub/weights/resnet18.imagenet/ (config, weights, card).
         "imagenet": WeightSet(dataset="imagenet-1k", metrics={"test_accuracy": 0.697}),
-        # Published elsewhere: a folder URL pinning the SHA-256 of its weights.eqx.
+        # Published elsewhere: a folder URL pinning the SHA-256 of its card.json.
         "cifar": WeightSet(url="https://host/resnet18.cifar/#sha256=<64 hex digits>"),
     }
 
@@ -84,7 +84,8 @@ class WeightSet:
 
     - `url`: where the weights live. `None` (the default) means bundled with zoo, in the
       folder `zoo/hub/weights/<arch>.<tag>/`; otherwise the URL of a published folder that
-      pins the SHA-256 of its `weights.eqx`: `"https://host/path/<arch>.<tag>/#sha256=<hex>"`.
+      pins the SHA-256 of its `card.json` (which lists the SHA-256 of every other file; see
+      `zoo.hub.card_sha256`): `"https://host/path/<arch>.<tag>/#sha256=<hex>"`.
     - `dataset`: the data the weights were trained on, e.g. `"fashion-mnist"`.
     - `metrics`: the headline results their card records, e.g. `{"test_accuracy": 0.898}`.
     - `preprocess`: how raw inputs become model inputs, as the card's `preprocess` mapping

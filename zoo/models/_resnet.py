@@ -14,7 +14,7 @@ import jax.random as jr
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._convnet import _conv_last  # channels-last conv with the layer's own weights
 from ._fastinit import normal, skeleton
-from ._registry import register_model
+from ._registry import WeightSet, register_model
 from ._validate import positive_int
 
 
@@ -432,7 +432,17 @@ def resnet50(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]
     return _build(_RESNET50, key, kwargs)
 
 
-@register_model(head=lambda m: m.head)
+RESNET20_WEIGHTS = {
+    "fashion": WeightSet(
+        dataset="fashion-mnist",
+        metrics={"test_accuracy": 0.9274},
+        preprocess={"layout": "chw", "normalize": "auto"},
+        description="trained by recipes.mnist_resnet (5 epochs, in_channels=1)",
+    ),
+}
+
+
+@register_model(head=lambda m: m.head, default_tag="fashion", weights=RESNET20_WEIGHTS)
 def resnet20(*, key: PRNGKeyArray, **kwargs: Any) -> tuple[ResNet, eqx.nn.State]:
     """ResNet-20 for 32x32 or 28x28 images (`zoo.ResNet`: 3x3 stem, 3 x 3 basic blocks of
     16/32/64 channels); `in_channels=1` for Fashion-MNIST."""
