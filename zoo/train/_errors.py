@@ -7,23 +7,40 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; nothing was saved after the last good step.
 
     **Attributes:** `step` (the 1-based number of the optimiser step whose loss was not
-    finite), `epoch` (1-based), `loss` (its value) and `checkpoint` (the last good
-    checkpoint's path, or `None`).
+    finite), `epoch` (1-based), `loss` (its value), `checkpoint` (the last good
+    checkpoint's path, or `None`) and `cause` (what was found wrong in that step's batch,
+    e.g. labels outside the model's classes, or `None` if the batch looked sound).
     """
 
-    def __init__(self, step: int, epoch: int, loss: float, checkpoint: Path | None):
+    def __init__(
+        self,
+        step: int,
+        epoch: int,
+        loss: float,
+        checkpoint: Path | None,
+        cause: str | None = None,
+    ):
         self.step = step
         self.epoch = epoch
         self.loss = loss
         self.checkpoint = checkpoint
+        self.cause = cause
         where = (
             f"the last good checkpoint is {checkpoint}"
             if checkpoint is not None
             else "no checkpoint had been saved"
         )
+        if cause is not None:
+            # Bad data is not cured by a smaller learning rate: say what is wrong instead.
+            advice = f"The batch of that step is at fault: {cause}."
+        else:
+            advice = (
+                "Lower the learning rate or clip gradients; if it happens at the first "
+                "steps, check the data (finite inputs, labels in [0, num_classes))."
+            )
         super().__init__(
             f"training loss is {loss} at step {step} (epoch {epoch}); stopped without saving, "
-            f"{where}. Lower the learning rate, clip gradients or check the data."
+            f"{where}. {advice}"
         )
 
 
