@@ -385,7 +385,7 @@ def test_compilation_cache(tmp_path):
         path = zt.enable_compilation_cache(tmp_path / "jax")
         assert path == tmp_path / "jax"
         jax.jit(lambda v: jnp.sin(v) * 3.0 + 17.0)(jnp.arange(5.0)).block_until_ready()
-        assert any(path.iterdir())
+        assert path is not None and any(path.iterdir())
     finally:
         for n, v in before.items():
             jax.config.update(n, v)
