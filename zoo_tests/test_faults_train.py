@@ -248,9 +248,11 @@ def test_a_second_run_in_the_same_folder_fails_at_once_naming_the_holder(tmp_pat
     try:
         _wait_for(proc, "READY")
         t0 = time.perf_counter()
-        with pytest.raises(zt.RunFolderLockedError, match=f"PID {proc.pid}") as info:
+        # (RuntimeError: before the fix, the second run trained into the same folder.)
+        with pytest.raises(RuntimeError, match=f"PID {proc.pid}") as info:
             _fit(tmp_path, 1, resume=True)
         assert time.perf_counter() - t0 < 10
+        assert isinstance(info.value, zt.RunFolderLockedError)
         assert info.value.pid == proc.pid and "\n" not in str(info.value)
         # SIGKILL leaves no stale lock: the folder is free as soon as the holder is gone.
         proc.send_signal(signal.SIGKILL)
