@@ -396,9 +396,7 @@ def test_a_run_folder_in_use_by_another_run_is_one_line_exit_2(tmp_path, capsys)
         proc.wait(timeout=30)
 
 
-def test_an_unwritable_zoo_home_runs_without_the_compilation_cache(
-    tmp_path, capsys, monkeypatch
-):
+def test_an_unwritable_zoo_home_runs_without_the_compilation_cache(tmp_path, capsys, monkeypatch):
     from recipes import linear_regression
 
     (tmp_path / "file").write_text("")

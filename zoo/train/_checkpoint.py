@@ -9,9 +9,9 @@ the data-iterator state, the run's config, a manifest of every leaf's path, shap
 length and SHA-256 (`payload_bytes`, `payload_sha256`), verified before any array is read.
 No pickle.
 
-SHA-256 rather than a CRC: it is the digest zoo already uses for weights, hashlib streams it
-at about a gigabyte per second (a checkpoint's write and fsync cost more), and it never
-misses a corruption a CRC would catch.
+SHA-256 rather than a CRC: it is the digest zoo already uses for weights, and hashlib
+streams it at 0.7 GiB/s on a loaded 2-core machine (zlib's CRC-32 at 1.1 GiB/s there), a
+small cost next to writing and fsyncing the file, for a check no corruption slips past.
 
 Version 1 files (`ZOOCKPT1`, no checksum, written before checksums were added) are still
 restored, with a warning that they cannot be verified: refusing them would strand every run
