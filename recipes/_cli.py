@@ -8,7 +8,8 @@ Flags are the config's fields (`--learning-rate 3e-4`), booleans are `--resume` 
 shows each field's comment and default. A value of the wrong type is tyro's error (exit
 status 2, naming the flag); a value out of range, a missing dataset, a folder that holds a
 run or one that another run is using (its PID named) is one line on stderr with status 2;
-an expected failure during the run (non-finite loss, a checkpoint that does not match or
+an expected failure during the run (non-finite loss, a failed check in the step such as
+labels out of range, a checkpoint that does not match or
 that no checkpoint in the folder survives intact, a disk that is full or not writable) is
 one line with status 1, never a traceback.
 
@@ -54,11 +55,18 @@ def _expected_failures() -> tuple[tuple[type[BaseException], ...], tuple[type[Ba
         CheckpointMismatchError,
         NonFiniteLossError,
         RunFolderLockedError,
+        StepCheckError,
     )
 
     return (
         (ConfigError, DatasetNotFoundError, FileExistsError, RunFolderLockedError),
-        (NonFiniteLossError, CheckpointMismatchError, CheckpointCorruptError, OSError),
+        (
+            NonFiniteLossError,
+            StepCheckError,
+            CheckpointMismatchError,
+            CheckpointCorruptError,
+            OSError,
+        ),
     )
 
 

@@ -340,6 +340,20 @@ def test_an_unwritable_zoo_home_disables_the_compilation_cache_with_one_warning(
 # --- messages: a non-finite loss from bad labels ------------------------------------------
 
 
+def _unchecked_cross_entropy(model, batch, key):
+    """A user's own loss, without label checks (zoo's losses check them in the step)."""
+    import jax
+    import optax
+
+    logits = jax.vmap(model)(batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+
+def _label_batches():
+    x, y = h.arrays()
+    return [{"x": x[i * 8 : i * 8 + 8], "y": y[i * 8 : i * 8 + 8].copy()} for i in range(4)]
+
+
 def test_labels_outside_the_classes_are_named_instead_of_learning_rate_advice(getkey):
     import optax
 
@@ -348,10 +362,8 @@ def test_labels_outside_the_classes_are_named_instead_of_learning_rate_advice(ge
     model = zoo.MLP(in_size=h.FEATURES, num_classes=2, width=8, depth=1, key=getkey())
     optimizer = optax.sgd(1e-2)
     train_state = zt.init_train_state(model, optimizer, key=getkey())
-    step = zt.TrainStep(zt.classification_loss(input_key="x", label_key="y"), optimizer)
-    x, y = h.arrays()
-    batches = [{"x": x[i * 8 : i * 8 + 8], "y": y[i * 8 : i * 8 + 8]} for i in range(4)]
-    batches[2]["y"] = batches[2]["y"].copy()
+    step = zt.TrainStep(zt.stateless(_unchecked_cross_entropy), optimizer)
+    batches = _label_batches()
     batches[2]["y"][3] = 2  # one class too far: cross-entropy takes a logit that is not there
     with pytest.raises(zt.NonFiniteLossError) as info:
         zt.fit(train_state, step, batches, progress=False)
@@ -366,3 +378,29 @@ def test_labels_outside_the_classes_are_named_instead_of_learning_rate_advice(ge
     with pytest.raises(zt.NonFiniteLossError, match="'x' holds 2 NaN") as info:
         zt.fit(train_state, step, batches, progress=False, steps_per_dispatch=2)
     assert info.value.step == 3 and "learning rate" not in str(info.value)
+
+
+def test_a_failed_check_inside_the_step_is_its_own_message(getkey, tmp_path, caplog):
+    import equinox as eqx
+    import jax.numpy as jnp
+    import optax
+
+    import zoo
+
+    def checked(model, batch, key):
+        y = eqx.error_if(batch["y"], jnp.max(batch["y"]) >= 2, "labels must be below 2")
+        return _unchecked_cross_entropy(model, {**batch, "y": y}, key)
+
+    model = zoo.MLP(in_size=h.FEATURES, num_classes=2, width=8, depth=1, key=getkey())
+    optimizer = optax.sgd(1e-2)
+    train_state = zt.init_train_state(model, optimizer, key=getkey())
+    step = zt.TrainStep(zt.stateless(checked), optimizer)
+    batches = _label_batches()
+    batches[3]["y"][0] = 5
+    # (ValueError: before, pages of XLA callback traceback in a JaxRuntimeError.)
+    with pytest.raises(ValueError, match="^labels must be below 2 \\(after step") as info:
+        zt.fit(train_state, step, batches, num_epochs=1, workdir=tmp_path, progress=False)
+    assert isinstance(info.value, zt.StepCheckError) and "\n" not in str(info.value)
+    assert zt.list_checkpoints(tmp_path / "checkpoints") == []
+    # Nor is JAX's copy of the callback's traceback logged to stderr.
+    assert not [r for r in caplog.records if r.name == "jax._src.callback"]

@@ -82,6 +82,7 @@ from ._compile_cache import (
 )
 from ._errors import (
     NonFiniteLossError as NonFiniteLossError,
+    StepCheckError as StepCheckError,
     TrainingInterrupted as TrainingInterrupted,
 )
 from ._evaluate import Evaluator as Evaluator, evaluate as evaluate, predict as predict

@@ -1,6 +1,38 @@
-"""The two ways `fit` stops early: a non-finite loss, and a signal."""
+"""The ways `fit` stops early: a non-finite loss, a failed check in the step, a signal."""
 
+import re
 from pathlib import Path
+
+# How an Equinox runtime error (`eqx.error_if`) shows in what `jax.jit` or
+# `eqx.filter_jit` raises: its message is the first line after this.
+_EQX_MESSAGE = re.compile(r"EquinoxRuntimeError: ([^\n]+)")
+
+
+class StepCheckError(ValueError):
+    """A check inside the compiled training step failed (an `eqx.error_if` in the loss, such
+    as labels outside `[0, num_classes)`); nothing was saved after the last good step.
+
+    **Attributes:** `step` (about where it happened: the last step whose metrics were read
+    before it) and `checkpoint` (the last good checkpoint's path, or `None`).
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        self.step = step
+        self.checkpoint = checkpoint
+        where = (
+            f"the last good checkpoint is {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint had been saved"
+        )
+        super().__init__(f"{message} (after step {step}; stopped without saving, {where})")
+
+    @classmethod
+    def from_runtime_error(
+        cls, error: BaseException, step: int, checkpoint: Path | None
+    ) -> "StepCheckError | None":
+        """The `StepCheckError` an Equinox runtime error carries, or `None` for any other."""
+        found = _EQX_MESSAGE.search(str(error))
+        return None if found is None else cls(found.group(1).strip(), step, checkpoint)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -4,6 +4,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from .._atomic import atomic_write
 from ._callback import Callback, FitContext
 from ._callbacks import Checkpointer, Evaluate, MetricsLog, NonFiniteGuard, ProgressBar, SignalStop
 from ._checkpoint import DAMAGED_SUFFIX, latest_checkpoint, restore_latest
-from ._errors import TrainingInterrupted
+from ._errors import StepCheckError, TrainingInterrupted
 from ._lock import lock_run_folder
 from ._loss import Batch, Metrics
 from ._metrics import read_metrics
@@ -214,6 +215,14 @@ def _restore(workdir: Path, like: TrainState, resume: bool, config: Any, steerin
     return train_state, data_state, history, found
 
 
+def _drop_checked_callback_logs(record: logging.LogRecord) -> bool:
+    """A logging filter: JAX logs the traceback of an `eqx.error_if` that fires in a step
+    before raising it; `fit` raises the check's message as a `StepCheckError`, so the
+    pages of callback traceback on stderr say nothing more."""
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or "EquinoxRuntimeError" not in type(error).__name__
+
+
 def _callbacks(defaults: list[Callback], extra: Sequence[Callback]) -> list[Callback]:
     """`defaults`, each replaced by a callback of its type from `extra`; the rest appended."""
     out, extra = list(defaults), list(extra)
@@ -327,7 +336,11 @@ def fit(
 
     **Raises:** [`zoo.train.TrainingInterrupted`][] on SIGINT/SIGTERM (after saving);
     [`zoo.train.NonFiniteLossError`][] on a NaN or infinite loss (nothing saved after the
-    last good step); `ValueError` for inconsistent arguments.
+    last good step); [`zoo.train.StepCheckError`][] when a check inside the step fails
+    (`eqx.error_if` in the loss, such as labels outside `[0, num_classes)`), with the
+    check's message; [`zoo.train.RunFolderLockedError`][] when another run holds `workdir`;
+    [`zoo.train.CheckpointCorruptError`][] when resuming and no checkpoint verifies;
+    `ValueError` for inconsistent arguments.
     """
     steps_per_epoch = _epoch_length(data, step, num_epochs, steps_per_epoch)
     if resume and workdir is None:
@@ -378,8 +391,18 @@ def fit(
         ctx.callbacks = parts
         if data is None:
             ctx.batch_size = int(jax.tree.leaves(step.batch_shape(train_state))[0].shape[0])
+        callback_log = logging.getLogger("jax._src.callback")
+        callback_log.addFilter(_drop_checked_callback_logs)
+        held.callback(callback_log.removeFilter, _drop_checked_callback_logs)
         try:
-            _loop(ctx, stream)
+            try:
+                _loop(ctx, stream)
+            except Exception as e:  # jax's error (its type varies by version), or Equinox's
+                checked = StepCheckError.from_runtime_error(e, ctx.step, ctx.checkpoint)
+                if checked is None:
+                    raise
+                # The check's own message, not pages of XLA callback traceback.
+                raise checked from None
         finally:
             for cb in parts:
                 cb.on_fit_end(ctx)
