@@ -193,10 +193,11 @@ def _restore(workdir: Path, like: TrainState, resume: bool, config: Any, steerin
             "to continue that run, or choose another workdir"
         )
     train_state, header, found, skipped = restore_latest(workdir / "checkpoints", like)
-    for bad in skipped:
+    for bad in skipped if jax.process_index() == 0 else []:
         # Out of the way (kept for a post-mortem): a damaged file with a higher step would
         # otherwise be "the latest checkpoint" again on every resume, and outlive pruning.
-        bad.replace(bad.with_name(bad.name + DAMAGED_SUFFIX))
+        with contextlib.suppress(FileNotFoundError):
+            bad.replace(bad.with_name(bad.name + DAMAGED_SUFFIX))
     data_state = _own_data_state(header["data_state"] or {"batches": 0}, found)
     diff = _config_diff(header.get("config"), config, steering)
     if diff:
