@@ -6,10 +6,12 @@
 Flags are the config's fields (`--learning-rate 3e-4`), booleans are `--resume` /
 `--no-resume`, tuples take several values (`--trackers jsonl tensorboard`), and `--help`
 shows each field's comment and default. A value of the wrong type is tyro's error (exit
-status 2, naming the flag); a value out of range, a missing dataset or a folder that holds a
-run is one line on stderr with status 2; an expected failure during the run (non-finite
-loss, a checkpoint that does not match, a disk that is full or not writable) is one line
-with status 1, never a traceback.
+status 2, naming the flag); a value out of range, a missing dataset, a folder that holds a
+run or one that another run is using (its PID named) is one line on stderr with status 2;
+an expected failure during the run (non-finite loss, a failed check in the step such as
+labels out of range, a checkpoint that does not match or
+that no checkpoint in the folder survives intact, a disk that is full or not writable) is
+one line with status 1, never a traceback.
 
 The multi-process flags `--coordinator HOST:PORT`, `--num-processes N`, `--process-id I`
 (or `ZOO_COORDINATOR`, `ZOO_NUM_PROCESSES`, `ZOO_PROCESS_ID`, or nothing under SLURM's
@@ -48,11 +50,23 @@ def parse(recipe: str, config_cls: type[C], argv: Sequence[str], doc: str | None
 def _expected_failures() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(usage errors: status 2, run failures: status 1)."""
     from zoo.data import DatasetNotFoundError
-    from zoo.train import CheckpointMismatchError, NonFiniteLossError
+    from zoo.train import (
+        CheckpointCorruptError,
+        CheckpointMismatchError,
+        NonFiniteLossError,
+        RunFolderLockedError,
+        StepCheckError,
+    )
 
     return (
-        (ConfigError, DatasetNotFoundError, FileExistsError),
-        (NonFiniteLossError, CheckpointMismatchError, OSError),
+        (ConfigError, DatasetNotFoundError, FileExistsError, RunFolderLockedError),
+        (
+            NonFiniteLossError,
+            StepCheckError,
+            CheckpointMismatchError,
+            CheckpointCorruptError,
+            OSError,
+        ),
     )
 
 

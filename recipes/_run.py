@@ -8,6 +8,7 @@ leaves nothing behind. The body returns what the recipe's `train` returns and, o
 a `Report`: the line to print, `results.json`, and the model to publish.
 """
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -106,16 +107,26 @@ class Run(Generic[C]):
         self.mesh = mesh
         self.main = jax.process_index() == 0
         self._folder: Path | None = None
+        self._held = contextlib.ExitStack()
+
+    def close(self) -> None:
+        """Let go of the run folder's lock (taken by `folder`)."""
+        self._held.close()
 
     def folder(self) -> Path:
-        """The run folder, created on the first call. A folder that already holds a run is
-        refused unless resuming, so that no earlier result is silently overwritten.
+        """The run folder, created and locked on the first call (one writer per run folder,
+        until `close`). A folder that already holds a run is refused unless resuming, so
+        that no earlier result is silently overwritten.
 
-        **Raises:** `FileExistsError`.
+        **Raises:** `FileExistsError`; `zoo.train.RunFolderLockedError` if another run holds
+        the folder.
         """
         if self._folder is not None:
             return self._folder
         path = self.workdir
+        if self.main:
+            # Locked before the check, so that two runs started together cannot both pass.
+            self._held.enter_context(zoo.train.lock_run_folder(path))
         if path.is_dir() and not getattr(self.config, "resume", False):
             held = [
                 str(p.relative_to(path))
@@ -201,6 +212,19 @@ def run_recipe(
     folder = Path(workdir or cfg.workdir or f"runs/{recipe}")
     cache = zoo.train.enable_compilation_cache()
     run = Run(recipe, config, folder, mesh)
+    try:
+        return _run_body(recipe, config, run, body, "off" if cache is None else str(cache))
+    finally:
+        run.close()
+
+
+def _run_body(
+    recipe: str,
+    config: C,
+    run: Run[C],
+    body: Callable[[C, Run[C]], tuple[T, Report | None]],
+    cache: str,
+) -> T:
     value, report = body(config, run)
     if report is None or not run.main:
         return value

@@ -410,6 +410,52 @@ def test_os_errors_during_a_run_are_one_line_exit_1(tmp_path, capsys, monkeypatc
         _one_line_error(capsys, f"error: linear_regression: {text}: ")
 
 
+def test_a_run_folder_in_use_by_another_run_is_one_line_exit_2(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from recipes import linear_regression
+
+    workdir = tmp_path / "run"
+    hold = (
+        "import sys, time, zoo.train as zt\n"
+        f"with zt.lock_run_folder({str(workdir)!r}):\n"
+        "    print('READY', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        argv = ["--sgd-steps", "100", "--no-progress", "--workdir", str(workdir)]
+        for extra in ([], ["--resume"]):
+            assert linear_regression.main([*argv, *extra]) == 2
+            _one_line_error(capsys, f"error: {workdir} is in use", f"PID {proc.pid}")
+        assert sorted(p.name for p in workdir.iterdir()) == [".lock"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_an_unwritable_zoo_home_runs_without_the_compilation_cache(tmp_path, capsys, monkeypatch):
+    from recipes import linear_regression
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "file" / "zoo"))
+    argv = ["--sgd-steps", "100", "--no-progress", "--workdir", str(tmp_path / "run")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert linear_regression.main(argv) == 0
+    cache = [w for w in caught if "compilation cache" in str(w.message)]
+    assert len(cache) == 1 and "cannot write to" in str(cache[0].message)
+    assert "(compilation cache: off)" in capsys.readouterr().out
+    assert (tmp_path / "run" / "results.json").exists()
+
+
 def test_help_lists_every_config_field_with_its_comment(capsys):
     from recipes import ou_gru
 

@@ -67,12 +67,14 @@ from ._callbacks import (
     SignalStop as SignalStop,
 )
 from ._checkpoint import (
+    CheckpointCorruptError as CheckpointCorruptError,
     CheckpointMismatchError as CheckpointMismatchError,
     latest_checkpoint as latest_checkpoint,
     list_checkpoints as list_checkpoints,
     read_checkpoint_header as read_checkpoint_header,
     restore_checkpoint as restore_checkpoint,
     save_checkpoint as save_checkpoint,
+    verify_checkpoint as verify_checkpoint,
 )
 from ._compile_cache import (
     enable_compilation_cache as enable_compilation_cache,
@@ -80,10 +82,15 @@ from ._compile_cache import (
 )
 from ._errors import (
     NonFiniteLossError as NonFiniteLossError,
+    StepCheckError as StepCheckError,
     TrainingInterrupted as TrainingInterrupted,
 )
 from ._evaluate import Evaluator as Evaluator, evaluate as evaluate, predict as predict
 from ._fit import fit as fit
+from ._lock import (
+    RunFolderLockedError as RunFolderLockedError,
+    lock_run_folder as lock_run_folder,
+)
 from ._loss import (
     LossFn as LossFn,
     MetricFn as MetricFn,

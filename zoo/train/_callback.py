@@ -50,6 +50,7 @@ class FitContext:
         is_main: bool,
         restored: dict[str, Any],
         data_state: Callable[[], dict[str, Any]],
+        batch_at: Callable[[int], Any] | None = None,
     ):
         self.runner = runner
         self.num_epochs = num_epochs
@@ -70,6 +71,7 @@ class FitContext:
         self.callbacks: list[Callback] = []
         self._restored = restored
         self._data_state = data_state
+        self._batch_at = batch_at
 
     @property
     def train_state(self) -> TrainState:
@@ -94,6 +96,15 @@ class FitContext:
     def restored_state(self, callback: "Callback") -> Any:
         """What `callback.state_dict()` returned when the resumed checkpoint was saved."""
         return self._restored.get(type(callback).__name__)
+
+    def batch_of_step(self, step: int) -> Any:
+        """The host batch that optimiser step `step` (1-based, as `ctx.step` counts) trained
+        on, while it is one of the last two dispatches' batches; `None` for older steps and
+        for batches generated inside the step."""
+        if self._batch_at is None:
+            return None
+        # `step` and `consumed` advance together, so they differ by a constant.
+        return self._batch_at(step - 1 - (self.step - self.consumed))
 
     def data_state(self) -> dict[str, Any]:
         """The resumable state saved in a checkpoint's header: batches consumed, the data

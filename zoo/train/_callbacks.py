@@ -69,17 +69,66 @@ class SignalStop(Callback):
         self._previous = {}
 
 
+def _num_classes(ctx: FitContext) -> int | None:
+    """The class count of the model (zoo's classifiers have `num_classes`), else of the
+    config, else `None`."""
+    n = getattr(ctx.train_state.model, "num_classes", None)
+    if n is None and isinstance(ctx.config, Mapping):
+        n = ctx.config.get("num_classes")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _batch_problems(batch: Mapping[str, Any], num_classes: int | None) -> list[str]:
+    """What is wrong in a host batch that would make a loss non-finite: inputs holding NaN
+    or infinity, and integer labels (one per example) that are negative or, given
+    `num_classes`, not below it.
+
+    **Returns:** one phrase per problem (empty if the batch looks sound).
+    """
+    problems = []
+    for name, value in batch.items():
+        try:
+            a = np.asarray(value)
+        except Exception:  # not an array (a string, a nested dict): nothing to check
+            continue
+        if a.size == 0:
+            continue
+        if np.issubdtype(a.dtype, np.inexact):
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            if bad:
+                problems.append(f"batch entry {name!r} holds {bad} NaN or infinite value(s)")
+        elif np.issubdtype(a.dtype, np.integer) and a.ndim == 1:
+            low, high = int(a.min()), int(a.max())
+            top = num_classes
+            if low < 0 or (top is not None and high >= top):
+                where = f"[0, {top})" if top is not None else "[0, num_classes)"
+                problems.append(
+                    f"labels {name!r} range from {low} to {high}, outside {where}: labels "
+                    "must be class indices; fix the data (or num_classes)"
+                )
+    return problems
+
+
 class NonFiniteGuard(Callback):
     """Stops the run with [`zoo.train.NonFiniteLossError`][] at the first NaN or infinite
-    loss, before it is logged or saved. Put it before the callbacks that log."""
+    loss, before it is logged or saved. Put it before the callbacks that log.
+
+    It checks the batch of that step ([`zoo.train.FitContext.batch_of_step`][]): inputs that
+    are not finite, or labels outside `[0, num_classes)` (the model's `num_classes`, else the
+    config's), are named in the error instead of advice about the learning rate.
+    """
 
     def on_dispatch_end(self, ctx: FitContext, metrics: dict[str, np.ndarray]) -> None:
         loss = metrics["loss"]
         bad = np.flatnonzero(~np.isfinite(loss))
         if bad.size:
             i = int(bad[0])
-            first = ctx.step - len(loss)
-            raise NonFiniteLossError(first + i + 1, ctx.epoch + 1, float(loss[i]), ctx.checkpoint)
+            step = ctx.step - len(loss) + i + 1
+            batch = ctx.batch_of_step(step)
+            cause = None
+            if isinstance(batch, Mapping):
+                cause = "; ".join(_batch_problems(batch, _num_classes(ctx))) or None
+            raise NonFiniteLossError(step, ctx.epoch + 1, float(loss[i]), ctx.checkpoint, cause)
 
 
 class MetricsLog(Callback):

@@ -1,5 +1,7 @@
 """JAX's persistent compilation cache, in a folder under the zoo cache."""
 
+import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -13,7 +15,7 @@ def zoo_cache_dir() -> Path:
     return zoo_home()
 
 
-def enable_compilation_cache(directory: str | Path | None = None) -> Path:
+def enable_compilation_cache(directory: str | Path | None = None) -> Path | None:
     """Store compiled XLA programs on disk, so a second run skips most compilation.
 
     Every program is cached, however quick its compilation (a minimum compile time of 0 and
@@ -27,7 +29,9 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path:
     - `directory`: the cache folder; default `<zoo cache>/jax`, where the zoo cache is
       `$ZOO_HOME`, `$XDG_CACHE_HOME/zoo` or `~/.cache/zoo`.
 
-    **Returns:** the cache folder.
+    **Returns:** the cache folder, or `None` if it cannot be created or written (a
+    read-only `$ZOO_HOME`, say): then programs are compiled as without a cache, after one
+    warning naming the folder, and nothing else changes.
 
     !!! warning
 
@@ -35,7 +39,20 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path:
         in processes that use it. Keep it private.
     """
     path = Path(directory) if directory is not None else zoo_cache_dir() / "jax"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # A folder that exists but cannot take files fails here, not at every compilation.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        # A cache only saves time: training goes on without it.
+        warnings.warn(
+            f"compilation cache disabled: cannot write to {path} "
+            f"({e.strerror or e}); set ZOO_HOME to a writable folder to cache compiled "
+            "programs",
+            stacklevel=2,
+        )
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

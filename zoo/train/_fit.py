@@ -1,8 +1,10 @@
 """`fit`: the training loop every recipe uses, a short loop over a list of callbacks."""
 
+import collections
+import contextlib
 import dataclasses
 import json
-import os
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,10 +18,12 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PyTree
 
+from .._atomic import atomic_write
 from ._callback import Callback, FitContext
 from ._callbacks import Checkpointer, Evaluate, MetricsLog, NonFiniteGuard, ProgressBar, SignalStop
-from ._checkpoint import latest_checkpoint, restore_checkpoint
-from ._errors import TrainingInterrupted
+from ._checkpoint import DAMAGED_SUFFIX, latest_checkpoint, restore_latest
+from ._errors import StepCheckError, TrainingInterrupted
+from ._lock import lock_run_folder
 from ._loss import Batch, Metrics
 from ._metrics import read_metrics
 from ._parallel import data_mesh
@@ -47,6 +51,9 @@ class _Stream:
         self.consumed = int(data_state["batches"])  # batches (or generated steps) dispatched
         self.total = total
         self.iterator = None if data is None else iter(data)
+        # The host batches of the last dispatches, by stream index, so that a non-finite
+        # loss can be traced to its batch (metrics are read one dispatch late).
+        self.recent: collections.deque[tuple[int, list[Batch]]] = collections.deque(maxlen=2)
         saved = data_state.get("iterator")
         if self.iterator is not None:
             if saved is not None and hasattr(self.iterator, "set_state"):
@@ -54,6 +61,13 @@ class _Stream:
             else:  # without a resumable iterator, replay the stream up to where it stopped
                 for _ in range(self.consumed):
                     next(self.iterator)
+
+    def batch_at(self, index: int) -> Batch | None:
+        """The host batch at stream position `index`, if among the last dispatches."""
+        for first, batches in self.recent:
+            if first <= index < first + len(batches):
+                return batches[index - first]
+        return None
 
     def state(self) -> dict[str, Any]:
         get = getattr(self.iterator, "get_state", None)
@@ -79,6 +93,7 @@ class _Stream:
             self.consumed += n
             return runner.generated(n)
         batches = self._pull(n)
+        self.recent.append((self.consumed, batches))
         self.consumed += n
         stacked = _stack(batches) if n > 1 else None
         if stacked is not None:
@@ -164,18 +179,11 @@ def _own_data_state(saved: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _restore(workdir: Path, like: TrainState, resume: bool, config: Any, steering: frozenset):
     """`(train_state, data_state, history, checkpoint)` of the run in `workdir`."""
-    workdir.mkdir(parents=True, exist_ok=True)
     found = latest_checkpoint(workdir / "checkpoints")
     if found is None:
         return like, {"batches": 0, "iterator": None}, [], None
@@ -184,7 +192,12 @@ def _restore(workdir: Path, like: TrainState, resume: bool, config: Any, steerin
             f"{workdir} already holds checkpoints (latest {found.name}); pass resume=True "
             "to continue that run, or choose another workdir"
         )
-    train_state, header = restore_checkpoint(found, like=like)
+    train_state, header, found, skipped = restore_latest(workdir / "checkpoints", like)
+    for bad in skipped if jax.process_index() == 0 else []:
+        # Out of the way (kept for a post-mortem): a damaged file with a higher step would
+        # otherwise be "the latest checkpoint" again on every resume, and outlive pruning.
+        with contextlib.suppress(FileNotFoundError):
+            bad.replace(bad.with_name(bad.name + DAMAGED_SUFFIX))
     data_state = _own_data_state(header["data_state"] or {"batches": 0}, found)
     diff = _config_diff(header.get("config"), config, steering)
     if diff:
@@ -194,9 +207,21 @@ def _restore(workdir: Path, like: TrainState, resume: bool, config: Any, steerin
             stacklevel=3,
         )
     history = []
-    if (workdir / "metrics.jsonl").exists():
-        history = [r for r in read_metrics(workdir) if r.get("step", 0) <= header["step"]]
+    metrics = workdir / "metrics.jsonl"
+    if metrics.exists():
+        history = [r for r in read_metrics(metrics) if r.get("step", 0) <= header["step"]]
+        if jax.process_index() == 0:
+            # Rewritten now, so that the torn line (if any) is warned about once, here.
+            atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in history))
     return train_state, data_state, history, found
+
+
+def _drop_checked_callback_logs(record: logging.LogRecord) -> bool:
+    """A logging filter: JAX logs the traceback of an `eqx.error_if` that fires in a step
+    before raising it; `fit` raises the check's message as a `StepCheckError`, so the
+    pages of callback traceback on stderr say nothing more."""
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or "EquinoxRuntimeError" not in type(error).__name__
 
 
 def _callbacks(defaults: list[Callback], extra: Sequence[Callback]) -> list[Callback]:
@@ -312,7 +337,11 @@ def fit(
 
     **Raises:** [`zoo.train.TrainingInterrupted`][] on SIGINT/SIGTERM (after saving);
     [`zoo.train.NonFiniteLossError`][] on a NaN or infinite loss (nothing saved after the
-    last good step); `ValueError` for inconsistent arguments.
+    last good step); [`zoo.train.StepCheckError`][] when a check inside the step fails
+    (`eqx.error_if` in the loss, such as labels outside `[0, num_classes)`), with the
+    check's message; [`zoo.train.RunFolderLockedError`][] when another run holds `workdir`;
+    [`zoo.train.CheckpointCorruptError`][] when resuming and no checkpoint verifies;
+    `ValueError` for inconsistent arguments.
     """
     steps_per_epoch = _epoch_length(data, step, num_epochs, steps_per_epoch)
     if resume and workdir is None:
@@ -328,42 +357,57 @@ def fit(
     defaults += [ProgressBar(log_every or 100)] if progress else []
     parts = _callbacks(defaults, callbacks)
 
-    data_state, history, found = {"batches": 0, "iterator": None}, [], None
-    if workdir is not None:
-        steering = steering_names(config)
-        train_state, data_state, history, found = _restore(
-            workdir, train_state, resume, config_json, steering
+    with contextlib.ExitStack() as held:
+        data_state, history, found = {"batches": 0, "iterator": None}, [], None
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            if main:  # one writer per run folder, for the whole run
+                held.enter_context(lock_run_folder(workdir))
+            steering = steering_names(config)
+            train_state, data_state, history, found = _restore(
+                workdir, train_state, resume, config_json, steering
+            )
+            if config_json is not None and main:
+                _write_json(workdir / "config.json", config_json)
+        stream = _Stream(data, data_state, num_epochs * steps_per_epoch)
+        restored = data_state.get("callbacks") or {}
+        if not restored and data_state.get("sums"):  # a checkpoint from before callbacks
+            restored = {"MetricsLog": data_state["sums"]}
+        ctx = FitContext(
+            Runner(step, train_state, data_mesh() if mesh is None else mesh),
+            num_epochs=num_epochs,
+            steps_per_epoch=steps_per_epoch,
+            steps_per_dispatch=steps_per_dispatch,
+            step=int(train_state.step),
+            consumed=stream.consumed,
+            workdir=workdir,
+            config=config_json,
+            history=history,
+            checkpoint=found,
+            is_main=main,
+            restored=restored,
+            data_state=stream.state,
+            batch_at=stream.batch_at,
         )
-        if config_json is not None and main:
-            _write_json(workdir / "config.json", config_json)
-    stream = _Stream(data, data_state, num_epochs * steps_per_epoch)
-    restored = data_state.get("callbacks") or {}
-    if not restored and data_state.get("sums"):  # a checkpoint from before callbacks
-        restored = {"MetricsLog": data_state["sums"]}
-    ctx = FitContext(
-        Runner(step, train_state, data_mesh() if mesh is None else mesh),
-        num_epochs=num_epochs,
-        steps_per_epoch=steps_per_epoch,
-        steps_per_dispatch=steps_per_dispatch,
-        step=int(train_state.step),
-        consumed=stream.consumed,
-        workdir=workdir,
-        config=config_json,
-        history=history,
-        checkpoint=found,
-        is_main=main,
-        restored=restored,
-        data_state=stream.state,
-    )
-    ctx.callbacks = parts
-    if data is None:
-        ctx.batch_size = int(jax.tree.leaves(step.batch_shape(train_state))[0].shape[0])
-    try:
-        _loop(ctx, stream)
-    finally:
-        for cb in parts:
-            cb.on_fit_end(ctx)
-    return ctx.runner.state(), list(ctx.history)
+        ctx.callbacks = parts
+        if data is None:
+            ctx.batch_size = int(jax.tree.leaves(step.batch_shape(train_state))[0].shape[0])
+        callback_log = logging.getLogger("jax._src.callback")
+        callback_log.addFilter(_drop_checked_callback_logs)
+        held.callback(callback_log.removeFilter, _drop_checked_callback_logs)
+        try:
+            try:
+                _loop(ctx, stream)
+            except Exception as e:  # jax's error (its type varies by version), or Equinox's
+                checked = StepCheckError.from_runtime_error(e, ctx.step, ctx.checkpoint)
+                if checked is None:
+                    raise
+                # The check's own message, not pages of XLA callback traceback.
+                raise checked from None
+        finally:
+            for cb in parts:
+                cb.on_fit_end(ctx)
+        return ctx.runner.state(), list(ctx.history)
 
 
 def _loop(ctx: FitContext, stream: _Stream) -> None:

@@ -9,12 +9,12 @@ after its last checkpoint.
 
 import importlib
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .._atomic import atomic_write
 from ._metrics import finite_or_none, read_metrics
 
 TRACK_EXTRA = 'pip install "equinox-zoo[track]"'
@@ -59,17 +59,13 @@ class JsonlWriter:
 
     def start(self, step: int) -> None:
         """Open the file, keeping only the records at or before `step` (those of a resumed
-        run's checkpoint; none for a fresh run at step 0), rewritten atomically."""
+        run's checkpoint; none for a fresh run at step 0), rewritten atomically (a torn
+        last line is dropped, with `read_metrics`'s warning)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if step > 0 and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")
 
     def write_record(self, record: Mapping[str, Any]) -> None:
