@@ -653,3 +653,12 @@ def test_config_json_is_written_only_after_a_successful_restore(tmp_path):
             progress=False,
         )
     assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
+
+
+@pytest.mark.parametrize("batch_size", [None, 0, -5])
+def test_an_evaluator_of_whole_arrays_without_a_batch_size_fails_at_once(batch_size):
+    # At construction, not at the first evaluation after an epoch of training.
+    metrics = zt.classification_metrics()
+    data = {"image": np.zeros((4, 3), np.float32), "label": np.zeros(4, np.int32)}
+    with pytest.raises(ValueError, match="needs a positive `batch_size`"):
+        zt.Evaluator(metrics, data, batch_size=batch_size)

@@ -169,7 +169,17 @@ class Evaluator:
     ):
         """**Arguments:** `metric_fn`, `data` and `batch_size` as in
         [`zoo.train.evaluate`][]; `prefix` for the names of the results (e.g. `"test_"`).
+
+        **Raises:** `ValueError` for a dict of whole arrays without a positive `batch_size`,
+        here rather than at the first evaluation, after an epoch of training.
         """
+        if isinstance(data, Mapping) and (
+            batch_size is None or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(
+                "Evaluator: `data` is a dict of whole arrays, so it needs a positive "
+                f"`batch_size` (examples per evaluation batch, e.g. 1000), got {batch_size!r}"
+            )
         self.metric_fn = metric_fn
         self.data = data
         self.batch_size = batch_size
