@@ -119,8 +119,7 @@ class _Inflate:
         """Up to `limit` decompressed bytes; `b""` when none came out of this step's input,
         `None` at the end of the file."""
         if self._z.eof:
-            rest = self._z.unused_data + self._pending
-            self._pending = b""
+            rest = self._pending  # what follows the member just ended
             if not rest:
                 rest = self._f.read(_CHUNK)
             if not rest:
@@ -139,7 +138,9 @@ class _Inflate:
             out = self._z.decompress(self._pending, limit)
         except zlib.error as e:
             raise self._bad(e) from None
-        self._pending = self._z.unconsumed_tail
+        # At a member's end, the input left over is `unused_data` (`unconsumed_tail` may
+        # repeat it); otherwise it is the `unconsumed_tail` that `limit` held back.
+        self._pending = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
         return out
 
     def read_into(self, buffer: memoryview) -> int:
