@@ -282,3 +282,27 @@ def test_real_file_decodes_like_gzip(tmp_path):
     x = read_idx(path, 3)
     assert x.shape == (60_000, 28, 28)
     assert x.tobytes() == expected[16:]
+
+
+# ------------------------------------------------------------------ what a recipe user sees
+
+
+def test_recipe_reports_a_corrupt_dataset_in_one_line(cache, tmp_path, capsys, monkeypatch):
+    """A damaged IDX file used to end `zoo train mnist_mlp` in a CorruptDatasetError
+    traceback; now one line naming the file and what to do, status 2, no run folder."""
+    from recipes import mnist_mlp
+
+    for name in ("ZOO_COORDINATOR", "ZOO_NUM_PROCESSES", "ZOO_PROCESS_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "d" / "fashion-mnist"
+    write_split(folder, "train", *tiny_split(12, seed=12))
+    bad = folder / TRAIN_FILES[0]
+    bad.write_bytes(gzip.compress(b"\x01\x02\x03\x04"))
+    workdir = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path / "d"), "--no-download", "--workdir", str(workdir)]
+    assert mnist_mlp.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(bad) in err[0] and "bad IDX magic number" in err[0]
+    assert "delete the file" in err[0]
+    assert not workdir.exists()
