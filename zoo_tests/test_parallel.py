@@ -197,12 +197,6 @@ def test_recipe_flags(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _recipe_in_a_fresh_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`ou_gru.main(argv)` in its own process (JAX joins a run once per process), bounded
     in time: before the fix these runs hung for JAX's 300 s, then aborted."""
