@@ -109,8 +109,15 @@ def train_classifier(
             }
         else:
             where = {"data_dir": config.data_dir, "download": config.download}
-            train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
-            test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
+            try:
+                train_x, train_y, class_names = zoo.data.load(config.dataset, "train", **where)
+                test_x, test_y, _ = zoo.data.load(config.dataset, "test", **where)
+            except zoo.data.CorruptDatasetError as e:
+                # The message names the file; deleting it lets the next run fetch it again.
+                raise ConfigError(
+                    f"{recipe}: --dataset {config.dataset}: {e} (delete the file to download "
+                    "it again, or pass --data-dir with a good copy)"
+                ) from None
         dataset = config.dataset if config.data is None else Path(config.data).name
         if config.batch_size % run.mesh.devices.size:
             raise ConfigError(

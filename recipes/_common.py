@@ -3,13 +3,13 @@ training plots, and the saved model."""
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import matplotlib
+
+from zoo._atomic import atomic_path, atomic_write
 
 matplotlib.use("Agg")  # recipes run headless; plots go to PNG files
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,36 +31,27 @@ def local_copy(tree: Any) -> Any:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write `text` atomically: a temporary file in the same folder, fsynced, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `text` atomically (`zoo._atomic.atomic_write`: a temporary file in the same
+    folder, fsynced, renamed; removed if anything fails)."""
+    atomic_write(path, text)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (see `write_text`); a dataclass is written as its fields."""
+    """Write JSON atomically (see `write_text`); a dataclass is written as its fields.
+
+    The text is built before anything is written, so an object that cannot be serialised
+    leaves neither a temporary file nor a changed `path`."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save `fig` as a PNG atomically (a temporary file, then a rename) and close it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    """Save `fig` as a PNG atomically (`zoo._atomic.atomic_path`: a temporary file removed
+    on any failure, renamed over `path` on success) and close it."""
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -16,6 +16,7 @@ import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import tyro
 
 import zoo.train
@@ -119,6 +120,10 @@ def _check_fields(recipe: str, config: Any) -> None:
         if dataclasses.is_dataclass(value):
             _check_fields(recipe, value)
             continue
+        # A config built in Python (or from JSON) may carry "no" where a bool belongs, which
+        # every `if config.x:` would read as True.
+        if field.type in (bool, "bool") and not isinstance(value, bool | np.bool_):
+            raise ConfigError(f"{recipe}: {flag(field.name)} expects True or False; got {value!r}")
         bounds = field.metadata.get(BOUNDS)
         if bounds is None or value is None:
             continue
@@ -150,7 +155,8 @@ def check_publish(recipe: str, tag: str | None, arch: str | None) -> None:
 
 
 def validate(recipe: str, config: Any, *, arch: str | None = None, publish: bool = True) -> None:
-    """Check every numeric field against its bounds, the trackers and the `--publish` tag.
+    """Check every numeric field against its bounds, every `bool` field's type, the trackers
+    and the `--publish` tag.
 
     **Arguments:** `recipe`, the recipe's name (for the message); `config`, its config;
     `arch`, the architecture it publishes (`None`: it saves no model); `publish=False`

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -754,3 +755,109 @@ def test_construction_inside_a_trace_is_inlined(name):
     leaves = jax.tree.leaves((model, state))
     assert any(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
     assert not any(isinstance(x, jax.Array) for x in leaves)  # nothing was computed
+
+
+# ------------------------------------------------ edge cases that used to corrupt state
+
+
+def _small_bn_models(getkey):
+    """A ConvNet and a ResNet with BatchNorm, each with its state and a matching input."""
+    import zoo
+
+    cnn, cnn_state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(4,), kernel_sizes=3, strides=1, batch_norm=True, in_size=6, key=getkey()
+    )
+    resnet, resnet_state = eqx.nn.make_with_state(zoo.ResNet)(
+        layers=(1,), widths=(4,), stem="small", stem_width=4, in_channels=1, num_classes=3,
+        key=getkey(),
+    )  # fmt: skip
+    return [("ConvNet", cnn, cnn_state), ("ResNet", resnet, resnet_state)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_batch_norm_refuses_an_empty_training_batch(getkey, which):
+    """The old code stored NaN running statistics (0/0) for an empty batch, silently."""
+    name, model, state = _small_bn_models(getkey)[which]
+    with pytest.raises(ValueError, match=f"{name}: a training-mode BatchNorm call got an empty"):
+        _bn_vmap(model)(jnp.zeros((0, 1, 6, 6)), state)
+    with pytest.raises(ValueError, match="empty batch"):
+        jax.jit(_bn_vmap(model))(jnp.zeros((0, 1, 6, 6)), state)
+    # A real batch still updates finite statistics; inference on an empty batch is fine.
+    _, new_state = _bn_vmap(model)(jr.normal(getkey(), (3, 1, 6, 6)), state)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_state))
+    y, _ = _bn_vmap(eqx.nn.inference_mode(model))(jnp.zeros((0, 1, 6, 6)), state)
+    assert y.shape[0] == 0
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_unbatched_training_call_says_how_to_batch(getkey, which):
+    """Without vmap JAX said only "unbound axis name: batch"."""
+    name, model, state = _small_bn_models(getkey)[which]
+    x = jr.normal(getkey(), (1, 6, 6))
+    with pytest.raises(ValueError) as e:
+        model(x, state)
+    message = str(e.value)
+    assert message.startswith(f"{name}: a training-mode model with BatchNorm")
+    assert 'jax.vmap(model, axis_name="batch"' in message
+    assert "eqx.nn.inference_mode(model)" in message
+    # What the message advises works.
+    y, _ = eqx.nn.inference_mode(model)(x, state)
+    y_batched, _ = _bn_vmap(model)(x[None], state)
+    assert y.shape == y_batched.shape[1:]
+
+
+_BOOL_CASES = {
+    "ConvNet(batch_norm='no')": "`batch_norm`",
+    "ConvNet(batch_norm='false')": "`batch_norm`",
+    "ConvNet(batch_norm=(True, 'no', True, False))": "`batch_norm[1]`",
+    "GRU(learn_initial_state='no')": "GRU: `learn_initial_state`",
+    "GRU(input_projection='no')": "GRU: `input_projection`",
+    "GRU(reset_after='no')": "GRU: `reset_after`",
+    "GRUClassifier(learn_initial_state='no')": "GRUClassifier: `learn_initial_state`",
+    "GRUCell(2, 3, reset_after='yes')": "GRUCell: `reset_after`",
+    "ResNet(zero_init_residual='no')": "ResNet: `zero_init_residual`",
+    "create_model('cnn_mnist', batch_norm='no')": "ConvNet: `batch_norm`",
+}
+
+
+def test_bool_arguments_refuse_strings():
+    """`bool("no")` is True: "no" used to switch BatchNorm (or a learned initial state) on.
+
+    Run in a fresh process without the test suite's import hook: with it, beartype refuses
+    a str for a `bool` annotation first; users (and configs read from JSON) do not have it."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import jax.random as jr, numpy as np
+        import zoo
+        from zoo import ConvNet, GRU, GRUClassifier, GRUCell, ResNet, create_model
+        out = {}
+        for case in json.loads(sys.argv[1]):
+            try:
+                eval(case)
+            except Exception as e:
+                out[case] = f"{type(e).__name__}: {e}"
+            else:
+                out[case] = "accepted"
+        k = jr.PRNGKey(0)
+        m = ConvNet(batch_norm=np.bool_(False), key=k)
+        out["numpy"] = [m.batch_norm == (False,) * 4, GRU(learn_initial_state=np.False_,
+                        key=k).encoder.initial_state is None]
+        print(json.dumps(out))
+        """
+    )
+    cases = [c[:-1] + ", key=jr.PRNGKey(0))" for c in _BOOL_CASES]
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_TYPECHECK"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cases)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for case, argument in zip(cases, _BOOL_CASES.values(), strict=True):
+        assert out[case].startswith("ValueError: "), (case, out[case])
+        assert f"{argument} must be True or False, got" in out[case], (case, out[case])
+    assert out["numpy"] == [True, True]

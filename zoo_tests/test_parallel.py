@@ -9,8 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -193,3 +195,68 @@ def test_recipe_flags(tmp_path, capsys, monkeypatch):
     assert ou_gru.main(["--process-id", "0", "--workdir", workdir]) == 2
     assert "missing: coordinator (ZOO_COORDINATOR)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _recipe_in_a_fresh_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`ou_gru.main(argv)` in its own process (JAX joins a run once per process), bounded
+    in time: before the fix these runs hung for JAX's 300 s, then aborted."""
+    code = "import sys; from recipes import ou_gru; sys.exit(ou_gru.main(sys.argv[1:]))"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZOO_", "SLURM_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        env={**clean, **env},
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unresolvable_coordinator_is_one_line(tmp_path):
+    argv = ["--coordinator", "no-such-host.invalid:1234", "--num-processes", "2"]
+    argv += ["--process-id", "1", "--workdir", str(tmp_path / "run")]
+    result = _recipe_in_a_fresh_process(argv, {})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "the host name 'no-such-host.invalid' does not resolve" in lines[0]
+    assert "HOST:PORT" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_coordinator_is_one_line(tmp_path):
+    port = _free_port()  # nothing listens there
+    argv = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1"]
+    argv += ["--workdir", str(tmp_path / "run")]
+    start = time.monotonic()
+    result = _recipe_in_a_fresh_process(argv, {"ZOO_DISTRIBUTED_TIMEOUT": "2"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert f"could not reach the coordinator 127.0.0.1:{port} (process 0) within 2 s" in lines[0]
+    assert "ZOO_DISTRIBUTED_TIMEOUT" in lines[0]
+    assert time.monotonic() - start < 100
+
+
+def test_coordinator_address_and_port_checks(monkeypatch):
+    """Refused before JAX is asked to connect (so in this process, safely)."""
+    import zoo.train
+
+    for name in ("ZOO_COORDINATOR", "ZOO_NUM_PROCESSES", "ZOO_PROCESS_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    for bad in ("localhost", "localhost:0", "localhost:http", ":1234", "h:70000"):
+        with pytest.raises(ValueError, match="coordinator must be HOST:PORT"):
+            zoo.train.initialize_distributed(bad, 2, 1, timeout_s=1)
+    with pytest.raises(ValueError, match="does not resolve"):
+        zoo.train.initialize_distributed("no-such-host.invalid:1234", 2, 0)
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        zoo.train.initialize_distributed("127.0.0.1:1234", 2, 1, timeout_s=0)
+    with socket.create_server(("", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(ConnectionError, match=f"process 0 cannot open port {port}"):
+            zoo.train.initialize_distributed(f"127.0.0.1:{port}", 2, 0)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="could not reach the coordinator"):
+        zoo.train.initialize_distributed(f"127.0.0.1:{_free_port()}", 2, 1, timeout_s=1)
+    assert time.monotonic() - start < 10
+    assert not jax.distributed.is_initialized()

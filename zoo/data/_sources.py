@@ -7,15 +7,16 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
 from jaxtyping import UInt8
 
-from .._paths import zoo_home
+from .._atomic import atomic_open
+from .._paths import offline, zoo_home
 from ._idx import CorruptDatasetError, read_idx
 
 
@@ -109,16 +110,13 @@ class _DownloadError(Exception):
 
 
 def _download(url: str, dest: Path, md5: str) -> None:
-    """Stream `url` to a temporary file beside `dest`, check its MD5, then rename it into place.
-
-    The temporary file is removed on any failure, so `dest` is either absent or verified.
-    """
+    """Stream `url` through `zoo._atomic.atomic_open` into `dest`, checking its MD5 before
+    the rename, so `dest` is either absent or verified."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+    with atomic_open(dest, "wb") as f:
         digest = hashlib.md5()
         received = 0
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r:
             expected = r.length
             with _progress(expected, dest.name) as advance:
                 while chunk := r.read(_CHUNK):
@@ -131,11 +129,6 @@ def _download(url: str, dest: Path, md5: str) -> None:
             raise _DownloadError(f"connection closed after {received} of {expected} bytes")
         if (got := digest.hexdigest()) != md5:
             raise _DownloadError(f"MD5 {got} does not match the expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -197,11 +190,15 @@ def load(
 ) -> tuple[UInt8[np.ndarray, "n 28 28"], UInt8[np.ndarray, " n"], tuple[str, ...]]:
     """Load an MNIST-style dataset split, finding or downloading its files.
 
-    Each file is taken from the first of these that has it: `data_dir/<name>/`, then
-    `$ZOO_DATA/<name>/` (see `data_root`), then an operating-system copy (Debian's
-    `dataset-fashion-mnist` installs `/usr/share/datasets/fashion-mnist/`), and finally a
-    download from the dataset's mirrors into `data_dir/<name>/` (or `$ZOO_DATA/<name>/`),
-    verified against its published MD5. Decoded arrays are cached for the process.
+    Both files of the split (images and labels) are taken from the first of these that
+    holds both: `data_dir/<name>/`, then `$ZOO_DATA/<name>/` (see `data_root`), then an
+    operating-system copy (Debian's `dataset-fashion-mnist` installs
+    `/usr/share/datasets/fashion-mnist/`). A folder holding only one of them is never mixed
+    with another folder's: it is passed over with a warning naming it. Failing all of them,
+    the files are downloaded from the dataset's mirrors into `data_dir/<name>/` (or
+    `$ZOO_DATA/<name>/`), each verified against its published MD5; a file already there
+    is kept only if it is the published one. `$ZOO_OFFLINE=1` forbids the download, as it
+    does for weights. Decoded arrays are cached for the process.
 
     **Arguments:**
 
@@ -216,8 +213,11 @@ def load(
     **Raises:**
 
     - `ValueError`: for an unknown `name` or `split`.
-    - `DatasetNotFoundError`: when a file is neither on disk nor downloadable; the message
-      names the files, every folder searched, every URL tried and why it failed.
+    - `DatasetNotFoundError`: when no folder holds both files and they cannot be
+      downloaded (`download=False`, `$ZOO_OFFLINE`, every mirror failed, or the download
+      folder holds a file that is not the published one); the message names the files,
+      every folder searched and what it holds, every URL tried and why it failed, and how
+      to provide the files.
     - `CorruptDatasetError`: when a file found is not a valid IDX file, naming it.
     """
     if name not in DATASETS:
@@ -232,53 +232,117 @@ def load(
     places.append((data_root() / name, "$ZOO_DATA" if os.environ.get("ZOO_DATA") else "cache"))
     places.extend((Path(d), "operating-system package") for d in info.system_dirs)
     target = places[0][0]
+    files = info.files[split]
 
-    paths: dict[str, Path] = {}
-    attempts: list[str] = []
-    gave_up = not download
-    for file in info.files[split]:
-        found = next((folder / file for folder, _ in places if (folder / file).is_file()), None)
-        if found is None and not gave_up:
-            found = _download_any(info, file, target, attempts)
-            # After one file failed on every mirror, the next would fail the same way.
-            gave_up = found is None
-        if found is not None:
-            paths[file] = found
-    missing = [file for file in info.files[split] if file not in paths]
-    if missing:
-        raise DatasetNotFoundError(
-            _not_found_message(name, info, missing, places, attempts, download)
-        )
+    # Both files of a split come from one place: images from one copy paired with labels
+    # from another would be silently wrong. A place holding only one of them is passed
+    # over, with a warning, for the first place that holds both.
+    folder: Path | None = None
+    partial: list[tuple[Path, list[str], list[str]]] = []  # (folder, present, absent)
+    for place, _ in places:
+        present = [file for file in files if (place / file).is_file()]
+        if len(present) == len(files):
+            folder = place
+            break
+        if present:
+            partial.append((place, present, [f for f in files if f not in present]))
+    if folder is not None:
+        for place, present, absent in partial:
+            warnings.warn(
+                f"zoo.data.load({name!r}, {split!r}): {place}/ holds {', '.join(present)} but "
+                f"not {', '.join(absent)}, so it is not used: both files come from {folder}/ "
+                "instead (add the missing file, or remove the other, to silence this)",
+                stacklevel=2,
+            )
+    else:
+        folder = _fetch(name, info, files, places, target, partial, download)
 
-    images_file, labels_file = info.files[split]
-    images = _read(paths[images_file], ndim=3)
-    labels = _read(paths[labels_file], ndim=1)
+    images_file, labels_file = (folder / file for file in files)
+    images = _read(images_file, ndim=3)
+    labels = _read(labels_file, ndim=1)
     if images.shape[1:] != (28, 28):
         raise CorruptDatasetError(
-            f"{paths[images_file]}: images of shape {images.shape[1:]}, expected (28, 28)"
+            f"{images_file}: images of shape {images.shape[1:]}, expected (28, 28)"
         )
     if len(images) != len(labels):
         raise CorruptDatasetError(
-            f"{paths[images_file]} holds {len(images)} images but {paths[labels_file]} holds "
-            f"{len(labels)} labels"
+            f"{images_file} holds {len(images)} images but {labels_file} holds {len(labels)} labels"
         )
     if len(labels) and (top := int(labels.max())) > 9:
-        raise CorruptDatasetError(f"{paths[labels_file]}: label {top} is outside 0..9")
+        raise CorruptDatasetError(f"{labels_file}: label {top} is outside 0..9")
     return images, labels, info.class_names
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(
+    name: str,
+    info: DatasetInfo,
+    files: tuple[str, str],
+    places: list[tuple[Path, str]],
+    target: Path,
+    partial: list[tuple[Path, list[str], list[str]]],
+    download: bool,
+) -> Path:
+    """Download the split's files into `target`, or raise `DatasetNotFoundError`.
+
+    A file already in `target` is kept only if it is the published one (its MD5 matches):
+    the download then completes an interrupted one rather than pairing someone's own file
+    with the mirror's other half."""
+    why_not: str | None = None
+    if not download:
+        why_not = "Did not download (download=False)."
+    elif offline():
+        why_not = "Did not download: $ZOO_OFFLINE is set (unset it to allow downloads)."
+    present = next((have for place, have, _ in partial if place == target), [])
+    foreign = [file for file in present if _md5(target / file) != info.md5.get(file)]
+    if why_not is None and foreign:
+        why_not = (
+            f"Did not download the rest into {target}/: its {', '.join(foreign)} is not the "
+            "published file, and would be paired with a downloaded one."
+        )
+    attempts: list[str] = []
+    if why_not is None:
+        for file in files:
+            if file in present:
+                continue
+            if _download_any(info, file, target, attempts) is None:
+                # After one file failed on every mirror, the next would fail the same way.
+                break
+        else:
+            return target
+    missing = [file for file in files if not (target / file).is_file()] if why_not is None else []
+    raise DatasetNotFoundError(
+        _not_found_message(name, info, list(files), places, partial, attempts, why_not, missing)
+    )
 
 
 def _not_found_message(
     name: str,
     info: DatasetInfo,
-    missing: list[str],
+    files: list[str],
     places: list[tuple[Path, str]],
+    partial: list[tuple[Path, list[str], list[str]]],
     attempts: list[str],
-    download: bool,
+    why_not: str | None,
+    missing: list[str],
 ) -> str:
-    lines = [f"{name}: could not find {', '.join(missing)}.", "Looked in:"]
-    lines += [f"  {folder}/ ({why})" for folder, why in places]
-    if not download:
-        lines.append("Did not download (download=False).")
+    lines = [f"{name}: could not find {', '.join(files)} together in one folder.", "Looked in:"]
+    halves = {place: (have, lack) for place, have, lack in partial}
+    for folder, why in places:
+        line = f"  {folder}/ ({why})"
+        if folder in halves:
+            have, lack = halves[folder]
+            line += f": has {', '.join(have)} but not {', '.join(lack)}"
+        lines.append(line)
+    if why_not is not None:
+        lines.append(why_not)
     elif attempts:
         lines.append("Tried to download:")
         lines += [f"  {attempt}" for attempt in attempts]
@@ -286,12 +350,14 @@ def _not_found_message(
         lines.append("No mirror to download from.")
     lines += [
         "To fix, any of:",
-        f"  - put the files in DIR/{name}/ and pass data_dir=DIR (--data-dir DIR), or put them "
-        f"in {data_root() / name}/ (set $ZOO_DATA to move that folder);",
+        f"  - put both files in DIR/{name}/ and pass data_dir=DIR (--data-dir DIR), or put "
+        f"them in {data_root() / name}/ (set $ZOO_DATA to move that folder);",
     ]
     if info.system_package:
         lines.append(f"  - on Debian or Ubuntu: apt-get install {info.system_package};")
-    how = "pass download=True, or fetch" if not download else "fetch"
+    how = "fetch" if why_not is None else "allow downloads, or fetch"
+    if "download=False" in (why_not or ""):
+        how = "pass download=True, or fetch"
     lines.append(f"  - {how} them by hand from:")
-    lines += [f"      {base}{file}" for base in info.mirrors for file in missing]
+    lines += [f"      {base}{file}" for base in info.mirrors for file in (missing or files)]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._activations import get_activation
 from ._init import compiled_init
 from ._registry import WeightSet, register_model
-from ._validate import per_layer, positive_int
+from ._validate import boolean, per_layer, positive_int
 
 # Channels-last dimension numbers for `lax.conv_general_dilated`, by number of spatial axes:
 # maps are (N, *spatial, C), kernels keep Equinox's (O, I, *spatial).
@@ -41,6 +41,31 @@ def _conv_last(conv: eqx.nn.Conv, x: Float[Array, "1 *spatial c"]) -> Float[Arra
     return y + conv.bias.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
+def _check_batch(owner: str, norm: eqx.nn.BatchNorm) -> None:
+    """Refuse, at trace time, a training-mode BatchNorm call that is not batched over
+    `norm.axis_name` or whose batch is empty.
+
+    Unbatched, `lax.pmean` fails with JAX's bare "unbound axis name: batch"; on an empty
+    batch the statistics are 0/0, and NaN running averages would be stored in the state
+    without a word. The batch size is a static shape, so the check costs nothing per step."""
+    try:
+        size = lax.psum(1, norm.axis_name)
+    except NameError:
+        raise ValueError(
+            f"{owner}: a training-mode model with BatchNorm normalises over a batch, so it "
+            'must be called through `jax.vmap(model, axis_name="batch", in_axes=(0, None), '
+            "out_axes=(0, None))(xs, state)` (or `zoo.train.batch_apply`); for one example "
+            "without a batch, call `eqx.nn.inference_mode(model)`, which uses the running "
+            "statistics"
+        ) from None
+    if isinstance(size, int) and size == 0:
+        raise ValueError(
+            f"{owner}: a training-mode BatchNorm call got an empty batch (0 examples): its "
+            "statistics would be NaN and stored in the running averages; skip empty batches "
+            "or call `eqx.nn.inference_mode(model)`"
+        )
+
+
 def _batch_norm_last(
     norm: eqx.nn.BatchNorm, x: Float[Array, "1 *spatial c"], state: eqx.nn.State
 ) -> tuple[Float[Array, "1 *spatial c"], eqx.nn.State]:
@@ -60,6 +85,7 @@ def _batch_norm_last(
         debias = jnp.where(counter == 0, 1, 1 - norm.momentum**counter)
         mean, var = hidden_mean / debias, hidden_var / debias
     else:
+        _check_batch("ConvNet", norm)
         mean = lax.pmean(jnp.mean(x, axis=axes), norm.axis_name)
         centred = x - mean.reshape(channel)
         var = lax.pmean(jnp.mean(jnp.square(centred), axis=axes), norm.axis_name)
@@ -82,6 +108,10 @@ def _conv_out(size: int, kernel: int, stride: int, padding: str | int) -> int:
         return -(-size // stride)
     pad = 0 if padding == "VALID" else int(padding)
     return (size + 2 * pad - kernel) // stride + 1
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
 
 
 def _show(values: tuple[int, ...]) -> str:
@@ -234,8 +264,9 @@ class ConvNet(eqx.Module):
         - `dtype`: parameter dtype; `key`: PRNG key for the initialisation.
 
         **Raises:** `ValueError` naming the argument for non-positive sizes, per-layer or
-        per-axis arguments of the wrong length, an unknown padding or activation, or a
-        kernel or pool larger than the feature map it meets.
+        per-axis arguments of the wrong length, an unknown padding or activation, a
+        `batch_norm` that is not a bool (`"no"` would read as True), or a kernel or pool
+        larger than the feature map it meets.
         """
         name = "ConvNet"
         if isinstance(in_size, Sequence) and not isinstance(in_size, str):
@@ -252,7 +283,10 @@ class ConvNet(eqx.Module):
         self.kernel_sizes = _per_layer_axis(name, "kernel_sizes", kernel_sizes, n, d)
         self.strides = _per_layer_axis(name, "strides", strides, n, d)
         self.pools = _per_layer_axis(name, "pools", pools, n, d)
-        self.batch_norm = tuple(bool(b) for b in per_layer(name, "batch_norm", batch_norm, n))
+        self.batch_norm = tuple(
+            boolean(name, f"batch_norm[{i}]" if _is_seq(batch_norm) else "batch_norm", b)
+            for i, b in enumerate(per_layer(name, "batch_norm", batch_norm, n))
+        )
         self.hidden = tuple(positive_int(name, "hidden", h) for h in hidden)
         self.in_channels = positive_int(name, "in_channels", in_channels)
         self.num_classes = positive_int(name, "num_classes", num_classes)
@@ -352,8 +386,9 @@ class ConvNet(eqx.Module):
         **Returns:** `(logits, state)` when `state` is given: logits of shape
         `(num_classes,)` and the updated state; the logits alone when it is not.
 
-        **Raises:** `ValueError` for an input of the wrong shape, or a missing `state` for a
-        model with BatchNorm.
+        **Raises:** `ValueError` for an input of the wrong shape, a missing `state` for a
+        model with BatchNorm, or, in training mode with BatchNorm, a call not batched with
+        `jax.vmap(..., axis_name="batch")` or on an empty batch.
         """
         check_shape("ConvNet", "x", x, (self.in_channels, *self.in_size))
         if state is None and self.stateful:

@@ -11,7 +11,7 @@ import jax.random as jr
 from .._typing import Array, Float, PRNGKeyArray, check_shape
 from ._init import compiled_init
 from ._registry import WeightSet, register_model
-from ._validate import positive_int
+from ._validate import boolean, positive_int
 
 
 class GRUCell(eqx.Module):
@@ -57,7 +57,7 @@ class GRUCell(eqx.Module):
         """
         self.in_size = positive_int("GRUCell", "in_size", in_size)
         self.hidden_size = positive_int("GRUCell", "hidden_size", hidden_size)
-        self.reset_after = bool(reset_after)
+        self.reset_after = boolean("GRUCell", "reset_after", reset_after)
         dtype = jnp.result_type(float) if dtype is None else dtype
         # Three keys as before the torch form existed, so tutorial-form weights stay the same.
         k_ih, k_hh, k_b, *k_u = jr.split(key, 4 if reset_after else 3)
@@ -131,6 +131,9 @@ class GRUEncoder(eqx.Module):
         names the model in errors."""
         self.in_size = positive_int(owner, "in_size", in_size)
         hidden_size = positive_int(owner, "hidden_size", hidden_size)
+        learn_initial_state = boolean(owner, "learn_initial_state", learn_initial_state)
+        input_projection = boolean(owner, "input_projection", input_projection)
+        reset_after = boolean(owner, "reset_after", reset_after)
         k_embed, k_cell = jr.split(key)
         if input_projection:
             self.embed = eqx.nn.Linear(in_size, hidden_size, dtype=dtype, key=k_embed)
@@ -222,14 +225,15 @@ class GRU(eqx.Module):
         `input_projection` (Linear + ReLU before the cell, or the raw features into it),
         `reset_after` (the PyTorch/Equinox candidate form, see `GRUCell`), `dtype`, `key`.
 
-        **Raises:** `ValueError` naming the argument if a size is not positive.
+        **Raises:** `ValueError` naming the argument if a size is not positive or a flag is
+        not a bool.
         """
         self.in_size = positive_int("GRU", "in_size", in_size)
         self.hidden_size = positive_int("GRU", "hidden_size", hidden_size)
         self.out_size = positive_int("GRU", "out_size", out_size)
-        self.learn_initial_state = bool(learn_initial_state)
-        self.input_projection = bool(input_projection)
-        self.reset_after = bool(reset_after)
+        self.learn_initial_state = boolean("GRU", "learn_initial_state", learn_initial_state)
+        self.input_projection = boolean("GRU", "input_projection", input_projection)
+        self.reset_after = boolean("GRU", "reset_after", reset_after)
         self.encoder, self.readout = _init_sequence_model(
             "GRU",
             self.in_size,
@@ -285,15 +289,16 @@ class GRUClassifier(eqx.Module):
         `learn_initial_state`, `input_projection`, `reset_after` (as for `GRU`), `dtype`,
         `key`.
 
-        **Raises:** `ValueError` naming the argument if a size is not positive.
+        **Raises:** `ValueError` naming the argument if a size is not positive or a flag is
+        not a bool.
         """
         owner = "GRUClassifier"
         self.in_size = positive_int(owner, "in_size", in_size)
         self.hidden_size = positive_int(owner, "hidden_size", hidden_size)
         self.num_classes = positive_int(owner, "num_classes", num_classes)
-        self.learn_initial_state = bool(learn_initial_state)
-        self.input_projection = bool(input_projection)
-        self.reset_after = bool(reset_after)
+        self.learn_initial_state = boolean(owner, "learn_initial_state", learn_initial_state)
+        self.input_projection = boolean(owner, "input_projection", input_projection)
+        self.reset_after = boolean(owner, "reset_after", reset_after)
         self.encoder, self.readout = _init_sequence_model(
             owner,
             self.in_size,

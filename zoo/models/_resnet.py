@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._typing import Array, Float, PRNGKeyArray, check_shape
-from ._convnet import _conv_last  # channels-last conv with the layer's own weights
+from ._convnet import _check_batch, _conv_last  # shared with ConvNet: one copy each
 from ._fastinit import normal, skeleton
 from ._registry import WeightSet, register_model
-from ._validate import positive_int
+from ._validate import boolean, positive_int
 
 
 def _conv(
@@ -68,6 +68,7 @@ def _apply_norm(
         debias = jnp.where(counter == 0, 1, 1 - norm.momentum**counter)
         mean, var = hidden_mean / debias, hidden_var / debias
     else:
+        _check_batch("ResNet", norm)
         mean = lax.pmean(jnp.mean(x, axis=(0, 1, 2)), norm.axis_name)
         centred = x - mean.reshape(1, 1, 1, -1)
         var = lax.pmean(jnp.mean(jnp.square(centred), axis=(0, 1, 2)), norm.axis_name)
@@ -281,7 +282,7 @@ class ResNet(eqx.Module):
         self.in_channels = positive_int(name, "in_channels", in_channels)
         self.num_classes = num_classes = positive_int(name, "num_classes", num_classes)
         self.bn_momentum = float(bn_momentum)
-        self.zero_init_residual = bool(zero_init_residual)
+        self.zero_init_residual = boolean(name, "zero_init_residual", zero_init_residual)
 
         cls = _BLOCKS[block]
         k_stem, k_head, *k_stages = jr.split(key, 2 + len(self.layers))

@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -24,3 +26,11 @@ def per_layer(owner: str, name: str, value: object, n: int) -> tuple:
             )
         return tuple(value)
     return (value,) * n
+
+
+def boolean(owner: str, name: str, value: object) -> bool:
+    """`value` if it is a bool (or NumPy's); anything else is refused, since `bool("no")` and
+    `bool("false")` are True: a config string must not switch a layer on."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{owner}: `{name}` must be True or False, got {value!r}")
+    return bool(value)

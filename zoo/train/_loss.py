@@ -132,6 +132,42 @@ def _class_logits(logits: Array) -> Array:
     return logits
 
 
+# Out-of-range labels are named exactly within this distance of the valid range (the usual
+# mistakes: -1 as "ignore", 1-based labels giving `num_classes`); further out, by side.
+_NAMED = 16
+
+
+def checked_labels(labels: Any, num_classes: int, owner: str, label_key: str) -> Array:
+    """`labels` as int32, with an error attached (`eqx.branched_error_if`) that fires when
+    any lies outside `[0, num_classes)`, naming the smallest or largest bad value.
+
+    A value check cannot raise under `jit` on its own; Equinox's runtime error can, and
+    costs a min/max over the labels and a branch that is never taken when they are fine
+    (no measurable change in a training step). Without it, optax's cross-entropy silently reads an
+    out-of-range label as a clamped or NaN target and training goes on."""
+    y = jnp.asarray(labels).astype(jnp.int32)
+    if y.size == 0:
+        return y
+    lo, hi = jnp.min(y), jnp.max(y)
+    below, above = lo < 0, hi >= num_classes
+    where = (
+        f"{owner}: batch[{label_key!r}] must hold class indices in [0, {num_classes}) for a "
+        f"model with {num_classes} outputs, but holds"
+    )
+    fix = "; check the labels (and the model's num_classes) before training"
+    msgs = [""]
+    msgs += [f"{where} the label {-k}{fix}" for k in range(1, _NAMED + 1)]
+    msgs += [f"{where} a label below {-_NAMED}{fix}"]
+    msgs += [f"{where} the label {num_classes + k}{fix}" for k in range(_NAMED)]
+    msgs += [f"{where} a label above {num_classes + _NAMED - 1}{fix}"]
+    index = jnp.where(
+        below,
+        jnp.clip(-lo, 1, _NAMED + 1),
+        jnp.where(above, _NAMED + 2 + jnp.clip(hi - num_classes, 0, _NAMED), 0),
+    )
+    return eqx.branched_error_if(y, below | above, index, msgs)
+
+
 def classification_loss(
     *,
     input_key: str = "image",
@@ -160,14 +196,16 @@ def classification_loss(
 
     **Raises:** `ValueError` for a `label_smoothing` outside `[0, 1)`; when called, a
     `KeyError` naming a missing batch entry, and a `ValueError` for a model with one output
-    per example (use [`zoo.train.binary_classification_loss`][]).
+    per example (use [`zoo.train.binary_classification_loss`][]); when run, an
+    `equinox.EquinoxRuntimeError` (also under `jit`) naming a label outside
+    `[0, classes)`.
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
 
     def loss_fn(model, model_state, batch, key):
         x = batch_entry(batch, input_key, "input_key")
-        y = jnp.asarray(batch_entry(batch, label_key, "label_key")).astype(jnp.int32)
+        labels = batch_entry(batch, label_key, "label_key")
         if augment is not None:
             k_augment, key = jr.split(key)
             x = augment(x, k_augment)
@@ -175,6 +213,7 @@ def classification_loss(
             x = prepare(x)
         logits, model_state = batch_apply(model, model_state, x, key=key)
         logits = _class_logits(logits)
+        y = checked_labels(labels, logits.shape[-1], "classification_loss", label_key)
         if label_smoothing:
             targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
             targets = optax.smooth_labels(targets, label_smoothing)
@@ -200,8 +239,9 @@ def classification_metrics(
 
     def metric_fn(model, model_state, batch):
         x = _inputs(batch, input_key, prepare)
-        y = jnp.asarray(batch_entry(batch, label_key, "label_key")).astype(jnp.int32)
         logits = _class_logits(batch_apply(model, model_state, x)[0])
+        labels = batch_entry(batch, label_key, "label_key")
+        y = checked_labels(labels, logits.shape[-1], "classification_metrics", label_key)
         return {
             "loss": optax.softmax_cross_entropy_with_integer_labels(logits, y),
             "accuracy": (jnp.argmax(logits, axis=-1) == y).astype(logits.dtype),

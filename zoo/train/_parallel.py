@@ -10,6 +10,8 @@ all-reduce, so the result equals the one-device step on the same global batch.
 
 import functools
 import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +44,8 @@ def initialize_distributed(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    timeout_s: float | int | None = None,
 ) -> bool:
     """Join a multi-process run with `jax.distributed.initialize`, if there is one to join.
 
@@ -71,12 +75,21 @@ def initialize_distributed(
     - `coordinator`: `host:port` of process 0, reachable from every process.
     - `num_processes`: the number of processes.
     - `process_id`: this process's index, `0 <= process_id < num_processes`.
+    - `timeout_s`: how long to wait for the coordinator; default `$ZOO_DISTRIBUTED_TIMEOUT`,
+      else 300 seconds.
 
     **Returns:** `True` if this process is now part of a multi-process run (also when it
     already was), `False` for a single-process run.
 
-    **Raises:** `ValueError` naming the argument (or environment variable) that is missing
-    or out of range.
+    **Raises:**
+
+    - `ValueError` naming the argument (or environment variable) that is missing or out
+      of range, a coordinator that is not `HOST:PORT`, or a host name that does not resolve.
+    - `ConnectionError` when process 0 cannot open the coordinator's port, or another
+      process cannot reach the coordinator within `timeout_s`.
+
+    These are checked before JAX is asked to connect: JAX aborts the whole process (no
+    Python exception) when its coordinator cannot be reached.
     """
     if jax.distributed.is_initialized():
         return True
@@ -104,9 +117,86 @@ def initialize_distributed(
             f"process_id must be in [0, {num_processes}) for num_processes={num_processes}, "
             f"got {process_id}"
         )
+    if timeout_s is None:
+        timeout_s = _env_float("ZOO_DISTRIBUTED_TIMEOUT") or _DEFAULT_TIMEOUT_S
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    timeout_s = float(timeout_s)
+    assert coordinator is not None
+    _preflight(coordinator, process_id, timeout_s)
     _enable_cpu_collectives()
-    jax.distributed.initialize(coordinator, num_processes, process_id)
+    jax.distributed.initialize(
+        coordinator, num_processes, process_id, initialization_timeout=max(1, round(timeout_s))
+    )
     return True
+
+
+_DEFAULT_TIMEOUT_S = 300.0  # JAX's own default wait for the other processes
+
+
+def _env_float(name: str) -> float | None:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be a number, got {text!r}") from None
+
+
+def _split_address(coordinator: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[IPv6]:PORT`) -> `(host, port)`, or a `ValueError` saying what is
+    wrong."""
+    host, sep, port_text = coordinator.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(
+            f"coordinator must be HOST:PORT (process 0's address and a port from 1 to 65535, "
+            f"e.g. 10.0.0.1:1234), got {coordinator!r}"
+        )
+    return host, int(port_text)
+
+
+def _preflight(coordinator: str, process_id: int, timeout_s: float) -> None:
+    """Fail with one clear error where `jax.distributed.initialize` would abort the process
+    (a C++ check failure) or hang: a host that does not resolve, a coordinator port process
+    0 cannot open, a coordinator other processes cannot reach."""
+    host, port = _split_address(coordinator)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ValueError(
+            f"coordinator {coordinator}: the host name {host!r} does not resolve "
+            f"({e.strerror}); give process 0's address (a name or IP every process can "
+            "resolve) as HOST:PORT"
+        ) from None
+    if process_id == 0:
+        # Process 0 serves the coordinator on every interface, as JAX does by default.
+        try:
+            with socket.create_server(("", port)):
+                pass
+        except OSError as e:
+            raise ConnectionError(
+                f"coordinator {coordinator}: process 0 cannot open port {port} on this host "
+                f"({e.strerror}); choose a free port"
+            ) from None
+        return
+    # The other processes wait for process 0, which may start a little later.
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            with socket.create_connection((host, port), timeout=min(left, 5.0)):
+                return
+        except OSError as e:
+            last = e
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    why = last.strerror or str(last) if last is not None else "no attempt"
+    raise ConnectionError(
+        f"could not reach the coordinator {coordinator} (process 0) within {timeout_s:g} s "
+        f"({why}): start process 0 with the same --coordinator, check the address and port "
+        "(and that no firewall blocks them), or set ZOO_DISTRIBUTED_TIMEOUT to wait longer"
+    )
 
 
 def _enable_cpu_collectives() -> None:
