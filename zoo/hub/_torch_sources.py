@@ -112,11 +112,8 @@ TORCH_SOURCES: dict[str, TorchSource] = {
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read(path: Path, source: TorchSource) -> Mapping[str, Any]:
