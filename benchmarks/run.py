@@ -40,7 +40,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks import contenders, engine, pipeline
+import zoo
+from benchmarks import construction, contenders, engine, pipeline
 from benchmarks.contenders import _workloads as W, roofline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,8 @@ class Plan:
     conv_repeats: int = 5  # and by the ConvNet's convolution diagnostic
     pipeline: bool = True  # whether to time the data pipeline alone
     imports: tuple[str, ...] | None = None  # modules whose import is timed (None: the default)
+    # Models whose construction is timed in fresh processes (None: every registered model).
+    construction: tuple[str, ...] | None = ("mlp_mnist",)
 
 
 # Quick: one dispatch of zoo's K per block and per epoch, zoo alone in fresh processes.
@@ -97,6 +100,7 @@ FULL = Plan(
     max_epoch_s=60.0,
     import_repeats=3,
     first_step=tuple(("mlp", k) for k in contenders.KEYS) + (("cnn", "zoo"), ("gru", "zoo")),
+    construction=None,
 )
 # `benchmarks/gpu.sh` on a GPU machine: every contender and workload in a few minutes,
 # including the first-step timings of zoo's K-step dispatch and its one-call-per-step loop.
@@ -777,6 +781,16 @@ def markdown(results: dict) -> str:
             f"| {pair} | {_f(cold.get('first_step_s'), 2)} | {_f(warm.get('first_step_s'), 2)} "
             f"| {_f(cold.get('process_s'), 2)} / {_f(warm.get('process_s'), 2)} |"
         )
+    if results.get("construction"):
+        lines += [
+            "",
+            "Building a model: `zoo.create_model(name)` until its arrays are ready, in a fresh "
+            "process after imports (`benchmarks/construction.py`; one process per cell), with "
+            "no persistent compilation cache, an empty one and a warm one "
+            "(`zoo.train.enable_compilation_cache`, as the recipes run):",
+            "",
+            *construction.markdown(results["construction"]),
+        ]
     engine_out = results.get("engine", {})
     d = engine_out.get("dispatch", {})
     if "scan_us" in d:
@@ -880,6 +894,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     results["first_step"] = first_step_times(
         tuple((w, k) for w, k in plan.first_step if w in results["workloads"] and k in keys)
     )
+    names = plan.construction if plan.construction is not None else zoo.list_models()
+    results["construction"] = construction.measure(names, repeats=1)
     results["engine"] = engine_extras(quick)
     results["targets"] = targets(results)
     results["machine"]["loadavg_end"] = _loadavg()

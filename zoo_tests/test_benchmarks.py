@@ -226,3 +226,7 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert cells[1] != "n/a" and cells[2] != "n/a"  # zoo and zoo jit both ran
     assert float(cells[1].replace(",", "")) > 0
     assert (tmp_path / "results.json").is_file()  # copied to $OUT too
+    # Building a model, timed in fresh processes with each compilation-cache mode.
+    row = next(line for line in text.splitlines() if line.startswith("| `mlp_mnist` |"))
+    seconds = [float(c) for c in row.strip("|").split("|")[1:]]
+    assert len(seconds) == 3 and all(0 < t < 120 for t in seconds)
