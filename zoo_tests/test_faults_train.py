@@ -341,7 +341,7 @@ def test_an_unwritable_zoo_home_disables_the_compilation_cache_with_one_warning(
 
 
 def _unchecked_cross_entropy(model, batch, key):
-    """A user's own loss, without label checks (zoo's losses check them in the step)."""
+    """A user's own loss, without label checks (zoo's make a bad label's loss NaN)."""
     import jax
     import optax
 
@@ -378,6 +378,26 @@ def test_labels_outside_the_classes_are_named_instead_of_learning_rate_advice(ge
     with pytest.raises(zt.NonFiniteLossError, match="'x' holds 2 NaN") as info:
         zt.fit(train_state, step, batches, progress=False, steps_per_dispatch=2)
     assert info.value.step == 3 and "learning rate" not in str(info.value)
+
+
+@pytest.mark.parametrize("label, seen", [(-1, "from -1 to 1"), (2, "from 0 to 2")])
+def test_zoos_loss_stops_fit_at_a_bad_label_and_names_it(getkey, tmp_path, label, seen):
+    """-1 ("ignore") is the label optax's cross-entropy reads silently as the last class."""
+    import optax
+
+    import zoo
+
+    model = zoo.MLP(in_size=h.FEATURES, num_classes=2, width=8, depth=1, key=getkey())
+    optimizer = optax.sgd(1e-2)
+    train_state = zt.init_train_state(model, optimizer, key=getkey())
+    step = zt.TrainStep(zt.classification_loss(input_key="x", label_key="y"), optimizer)
+    batches = _label_batches()
+    batches[1]["y"][0] = label
+    with pytest.raises(zt.NonFiniteLossError) as info:
+        zt.fit(train_state, step, batches, workdir=tmp_path, progress=False)
+    assert info.value.step == 2
+    assert f"labels 'y' range {seen}, outside [0, 2)" in str(info.value)
+    assert zt.list_checkpoints(tmp_path / "checkpoints") == []
 
 
 def test_a_failed_check_inside_the_step_is_its_own_message(getkey, tmp_path, caplog):

@@ -18,6 +18,7 @@ from jaxtyping import PyTree
 
 from ._callback import Callback, FitContext
 from ._checkpoint import checkpoint_path, save_checkpoint
+from ._checks import batch_problems
 from ._errors import NonFiniteLossError
 from ._parallel import allgather_json
 from ._writers import MetricWriter
@@ -78,37 +79,6 @@ def _num_classes(ctx: FitContext) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
-def _batch_problems(batch: Mapping[str, Any], num_classes: int | None) -> list[str]:
-    """What is wrong in a host batch that would make a loss non-finite: inputs holding NaN
-    or infinity, and integer labels (one per example) that are negative or, given
-    `num_classes`, not below it.
-
-    **Returns:** one phrase per problem (empty if the batch looks sound).
-    """
-    problems = []
-    for name, value in batch.items():
-        try:
-            a = np.asarray(value)
-        except Exception:  # not an array (a string, a nested dict): nothing to check
-            continue
-        if a.size == 0:
-            continue
-        if np.issubdtype(a.dtype, np.inexact):
-            bad = int(np.count_nonzero(~np.isfinite(a)))
-            if bad:
-                problems.append(f"batch entry {name!r} holds {bad} NaN or infinite value(s)")
-        elif np.issubdtype(a.dtype, np.integer) and a.ndim == 1:
-            low, high = int(a.min()), int(a.max())
-            top = num_classes
-            if low < 0 or (top is not None and high >= top):
-                where = f"[0, {top})" if top is not None else "[0, num_classes)"
-                problems.append(
-                    f"labels {name!r} range from {low} to {high}, outside {where}: labels "
-                    "must be class indices; fix the data (or num_classes)"
-                )
-    return problems
-
-
 class NonFiniteGuard(Callback):
     """Stops the run with [`zoo.train.NonFiniteLossError`][] at the first NaN or infinite
     loss, before it is logged or saved. Put it before the callbacks that log.
@@ -127,7 +97,7 @@ class NonFiniteGuard(Callback):
             batch = ctx.batch_of_step(step)
             cause = None
             if isinstance(batch, Mapping):
-                cause = "; ".join(_batch_problems(batch, _num_classes(ctx))) or None
+                cause = "; ".join(batch_problems(batch, _num_classes(ctx))) or None
             raise NonFiniteLossError(step, ctx.epoch + 1, float(loss[i]), ctx.checkpoint, cause)
 
 

@@ -9,8 +9,8 @@ _EQX_MESSAGE = re.compile(r"EquinoxRuntimeError: ([^\n]+)")
 
 
 class StepCheckError(ValueError):
-    """A check inside the compiled training step failed (an `eqx.error_if` in the loss, such
-    as labels outside `[0, num_classes)`); nothing was saved after the last good step.
+    """A check inside the compiled training step failed (an `eqx.error_if` in your loss);
+    nothing was saved after the last good step.
 
     **Attributes:** `step` (about where it happened: the last step whose metrics were read
     before it) and `checkpoint` (the last good checkpoint's path, or `None`).

@@ -10,6 +10,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, Bool, PyTree
 
+from ._checks import batch_problems
 from ._loss import Batch, MetricFn, batch_apply
 from ._parallel import DATA_AXIS, batch_sharding
 from ._state import check_model_state
@@ -127,7 +128,10 @@ def evaluate(
 
     **Returns:** `{name: mean over all examples}` as Python floats.
 
-    **Raises:** `ValueError` for an empty data set or a metric without one value per example.
+    **Raises:** `ValueError` for an empty data set, a metric without one value per example,
+    or non-finite metrics from bad data (labels outside `[0, num_classes)` for a model with
+    `num_classes`, negative labels, NaN or infinite inputs), naming the examples and what is
+    wrong.
     """
     model_state = check_model_state(model, model_state)
     model = eqx.nn.inference_mode(model)
@@ -135,8 +139,14 @@ def evaluate(
     # Per-batch sums stay on the device (no sync between batches) and are added up on the
     # host in float64 at the end.
     sums = []
+    problems: list[tuple[int, int, list[str]]] = []  # (first example, size, what is wrong)
+    num_classes = getattr(model, "num_classes", None)
     count = 0
     for batch, mask, n in _padded_batches(data, batch_size):
+        # On the host, while the device works: read only if a metric comes out non-finite.
+        found = batch_problems({k: v[:n] for k, v in batch.items()}, num_classes)
+        if found:
+            problems.append((count, n, found))
         placed = None if place is None else place(mask)
         if place is not None and placed is not None:  # data parallel, as in training
             device_batch: Any = {k: place(v) for k, v in batch.items()}
@@ -148,9 +158,16 @@ def evaluate(
     if count == 0:
         raise ValueError("cannot evaluate on an empty data set")
     sums = jax.device_get(sums)
-    return {
+    means = {
         name: float(np.sum([s[name] for s in sums], dtype=np.float64)) / count for name in sums[0]
     }
+    if problems and not all(np.isfinite(v) for v in means.values()):
+        first, n, found = problems[0]
+        raise ValueError(
+            f"evaluate: the metrics are not finite because of the data: in examples "
+            f"{first}-{first + n - 1}, {'; '.join(found)}"
+        )
+    return means
 
 
 class Evaluator:

@@ -337,9 +337,10 @@ def fit(
 
     **Raises:** [`zoo.train.TrainingInterrupted`][] on SIGINT/SIGTERM (after saving);
     [`zoo.train.NonFiniteLossError`][] on a NaN or infinite loss (nothing saved after the
-    last good step); [`zoo.train.StepCheckError`][] when a check inside the step fails
-    (`eqx.error_if` in the loss, such as labels outside `[0, num_classes)`), with the
-    check's message; [`zoo.train.RunFolderLockedError`][] when another run holds `workdir`;
+    last good step; zoo's classification losses make it NaN for labels outside
+    `[0, num_classes)`, which the error then names); [`zoo.train.StepCheckError`][] when a
+    check inside the step fails (an `eqx.error_if` in your loss), with the check's message;
+    [`zoo.train.RunFolderLockedError`][] when another run holds `workdir`;
     [`zoo.train.CheckpointCorruptError`][] when resuming and no checkpoint verifies;
     `ValueError` for inconsistent arguments.
     """

@@ -132,40 +132,22 @@ def _class_logits(logits: Array) -> Array:
     return logits
 
 
-# Out-of-range labels are named exactly within this distance of the valid range (the usual
-# mistakes: -1 as "ignore", 1-based labels giving `num_classes`); further out, by side.
-_NAMED = 16
+def checked_labels(labels: Any, num_classes: int) -> tuple[Array, Array]:
+    """`labels` as int32, and a factor to multiply the losses by: 1.0 when every label lies
+    in `[0, num_classes)`, NaN when any does not.
 
-
-def checked_labels(labels: Any, num_classes: int, owner: str, label_key: str) -> Array:
-    """`labels` as int32, with an error attached (`eqx.branched_error_if`) that fires when
-    any lies outside `[0, num_classes)`, naming the smallest or largest bad value.
-
-    A value check cannot raise under `jit` on its own; Equinox's runtime error can, and
-    costs a min/max over the labels and a branch that is never taken when they are fine
-    (no measurable change in a training step). Without it, optax's cross-entropy silently reads an
-    out-of-range label as a clamped or NaN target and training goes on."""
+    Without it, optax's cross-entropy silently reads an out-of-range label as a clamped or
+    NaN target and training goes on. A NaN loss (and NaN gradients) cannot be missed, and
+    `fit`'s [`zoo.train.NonFiniteGuard`][] and [`zoo.train.evaluate`][] then name the bad
+    labels from the host's copy of the batch. (An `eqx.error_if` would raise in the step
+    itself, but an executable holding a host callback is never served from JAX's
+    persistent compilation cache: every run would compile its steps again.) Multiplying by
+    exactly 1.0 changes no bit of a sound step."""
     y = jnp.asarray(labels).astype(jnp.int32)
     if y.size == 0:
-        return y
-    lo, hi = jnp.min(y), jnp.max(y)
-    below, above = lo < 0, hi >= num_classes
-    where = (
-        f"{owner}: batch[{label_key!r}] must hold class indices in [0, {num_classes}) for a "
-        f"model with {num_classes} outputs, but holds"
-    )
-    fix = "; check the labels (and the model's num_classes) before training"
-    msgs = [""]
-    msgs += [f"{where} the label {-k}{fix}" for k in range(1, _NAMED + 1)]
-    msgs += [f"{where} a label below {-_NAMED}{fix}"]
-    msgs += [f"{where} the label {num_classes + k}{fix}" for k in range(_NAMED)]
-    msgs += [f"{where} a label above {num_classes + _NAMED - 1}{fix}"]
-    index = jnp.where(
-        below,
-        jnp.clip(-lo, 1, _NAMED + 1),
-        jnp.where(above, _NAMED + 2 + jnp.clip(hi - num_classes, 0, _NAMED), 0),
-    )
-    return eqx.branched_error_if(y, below | above, index, msgs)
+        return y, jnp.ones((), jnp.float32)
+    bad = (jnp.min(y) < 0) | (jnp.max(y) >= num_classes)
+    return y, jnp.where(bad, jnp.nan, 1.0).astype(jnp.float32)
 
 
 def classification_loss(
@@ -196,9 +178,9 @@ def classification_loss(
 
     **Raises:** `ValueError` for a `label_smoothing` outside `[0, 1)`; when called, a
     `KeyError` naming a missing batch entry, and a `ValueError` for a model with one output
-    per example (use [`zoo.train.binary_classification_loss`][]); when run, an
-    `equinox.EquinoxRuntimeError` (also under `jit`) naming a label outside
-    `[0, classes)`.
+    per example (use [`zoo.train.binary_classification_loss`][]). A batch holding a label
+    outside `[0, classes)` gives a NaN loss, accuracy and gradients, which `fit` stops at
+    with a [`zoo.train.NonFiniteLossError`][] naming the labels.
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -213,7 +195,7 @@ def classification_loss(
             x = prepare(x)
         logits, model_state = batch_apply(model, model_state, x, key=key)
         logits = _class_logits(logits)
-        y = checked_labels(labels, logits.shape[-1], "classification_loss", label_key)
+        y, poison = checked_labels(labels, logits.shape[-1])
         if label_smoothing:
             targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
             targets = optax.smooth_labels(targets, label_smoothing)
@@ -221,7 +203,12 @@ def classification_loss(
         else:
             loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(logits.dtype))
-        return loss, (model_state, {"accuracy": accuracy})
+        # A product, so that the gradients are NaN too; the accuracy by `where`, since XLA
+        # rewrites `float(correct) * poison` as a select that drops the NaN.
+        return loss * poison.astype(loss.dtype), (
+            model_state,
+            {"accuracy": jnp.where(jnp.isnan(poison), jnp.nan, accuracy).astype(accuracy.dtype)},
+        )
 
     return loss_fn
 
@@ -234,17 +221,21 @@ def classification_metrics(
     **Arguments:** as [`zoo.train.classification_loss`][].
 
     **Returns:** `metric_fn(model, model_state, batch) -> {"loss": (batch,), "accuracy":
-    (batch,)}`.
+    (batch,)}`, NaN for every example of a batch holding a label outside `[0, classes)`
+    ([`zoo.train.evaluate`][] then raises, naming it).
     """
 
     def metric_fn(model, model_state, batch):
         x = _inputs(batch, input_key, prepare)
         logits = _class_logits(batch_apply(model, model_state, x)[0])
         labels = batch_entry(batch, label_key, "label_key")
-        y = checked_labels(labels, logits.shape[-1], "classification_metrics", label_key)
+        y, poison = checked_labels(labels, logits.shape[-1])
+        bad = jnp.isnan(poison)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        accuracy = (jnp.argmax(logits, axis=-1) == y).astype(logits.dtype)
         return {
-            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, y),
-            "accuracy": (jnp.argmax(logits, axis=-1) == y).astype(logits.dtype),
+            "loss": jnp.where(bad, jnp.nan, loss).astype(loss.dtype),
+            "accuracy": jnp.where(bad, jnp.nan, accuracy).astype(accuracy.dtype),
         }
 
     return metric_fn
