@@ -443,6 +443,37 @@ def test_remote_torch_weights_convert_once_and_load_by_name(getkey, tmp_path, zo
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_create_model_fetches_a_torch_source_by_name(getkey, tmp_path, zoo_home, monkeypatch):
+    """A registry entry naming a remote torch file: the first `create_model(...,
+    pretrained=True)` downloads, verifies and converts it; later ones load the cached
+    conversion without a request."""
+    from _idx_server import IdxServer
+
+    import zoo
+    import zoo.hub._torch_sources as torch_sources
+
+    model, state, data, sha = _served_resnet(getkey(), tmp_path)
+    with IdxServer({"/tv/r20.safetensors": ("ok", data)}) as server:
+        source = zoo.hub.TorchSource(
+            arch="resnet20",
+            url=server.url("/tv/") + "r20.safetensors",
+            sha256=sha,
+            family="torchvision_resnet",
+            license="test",
+        )
+        monkeypatch.setitem(torch_sources.TORCH_SOURCES, "resnet20.tv_test", source)
+        x = jax.random.normal(getkey(), (2, 1, 12, 12))
+        want, _ = _vmap(eqx.nn.inference_mode(model))(x, state)
+        for _ in range(2):
+            loaded, loaded_state = zoo.create_model("resnet20.tv_test", pretrained=True)
+            got, _ = _vmap(loaded)(x, loaded_state)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert server.hits == ["/tv/r20.safetensors"]  # converted once
+    # An unknown tag is still the error that lists what exists.
+    with pytest.raises(zoo.hub.WeightsNotFoundError, match="resnet20.tv_none"):
+        zoo.create_model("resnet20.tv_none", pretrained=True)
+
+
 @pytest.mark.parametrize("failure", ["checksum", "truncate", "404", "offline"])
 def test_remote_torch_weights_bad_downloads_cache_nothing(
     getkey, tmp_path, zoo_home, monkeypatch, failure

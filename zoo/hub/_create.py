@@ -68,7 +68,16 @@ def _locate(source: Source) -> tuple[Path, str | None, bool]:
     assert isinstance(source, str)
     if not is_url(source):
         name_arch, tag = split_name(source)
-        location = find_weights(get_model_spec(name_arch), tag)[1]
+        try:
+            location = find_weights(get_model_spec(name_arch), tag)[1]
+        except WeightsNotFoundError:
+            # A weight set published in torch's formats: downloaded, verified and converted
+            # once into `$ZOO_HOME/weights`, where the next call finds it.
+            from ._torch_sources import TORCH_SOURCES, fetch_torch_weights
+
+            if source not in TORCH_SOURCES:
+                raise
+            return fetch_torch_weights(source), None, False
         if isinstance(location, Path):
             return location, None, False
         source = location

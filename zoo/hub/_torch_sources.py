@@ -2,9 +2,9 @@
 downloaded once with their SHA-256 checked, converted once, and cached in zoo's own format.
 
 The cached folder is `$ZOO_HOME/weights/<arch>.<tag>/`, an ordinary zoo weights folder (its
-card records the source, its license, the conversion's tolerance and the preprocessing), so
-after [`zoo.hub.fetch_torch_weights`][] `zoo.create_model("<arch>.<tag>", pretrained=True)`
-and `zoo.load_pretrained` find it by name.
+card records the source, its license, the conversion's tolerance and the preprocessing).
+`zoo.create_model("<arch>.<tag>", pretrained=True)` and `zoo.load_pretrained` of a name in
+the table below that is not there yet call [`zoo.hub.fetch_torch_weights`][] first.
 """
 
 import contextlib
