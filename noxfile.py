@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session) -> None:
     """The test suite, with runtime shape checking on (see pyproject's pytest addopts)."""
     session.install(".[test]")
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    session.run("python", "-m", "pytest", "-q", *(session.posargs or ["-n", "auto"]))
 
 
 @nox.session
