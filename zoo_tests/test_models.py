@@ -668,7 +668,9 @@ def test_reset_after_gru_matches_torch_nn_gru(getkey):
             getattr(torch_cell, name).copy_(getattr(gru, name + "_l0"))
         h = np.asarray(jr.normal(getkey(), (hidden,)))
         step = torch_cell(torch.from_numpy(xs[0, :1]), torch.from_numpy(h[None]))[0].numpy()
-    np.testing.assert_allclose(cell(jnp.asarray(xs[0, 0]), jnp.asarray(h)), step, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        cell(jnp.asarray(xs[0, 0]), jnp.asarray(h)), step, rtol=1e-5, atol=1e-6
+    )
     # The tutorial form with the same weights is a different function.
     tutorial = eqx.tree_at(
         lambda c: (c.weight_ih, c.weight_hh, c.bias),
