@@ -2,12 +2,14 @@
 (Fashion-MNIST).
 
     zoo train mnist_vit                  # or: python -m recipes.mnist_vit
-    zoo train mnist_vit --epochs 30 --depth 8
+    zoo train mnist_vit --epochs 30 --flip --max-shift 2   # longer, with augmentation
 
 AdamW (learning rate 1e-3 at batch 128 after half an epoch of warm-up, cosine-decayed to 0;
-weight decay 0.05), label smoothing 0.1, every training image mirrored at random and
-shifted by up to 2 pixels. Writes config.json, metrics.jsonl, training.png, results.json
-and the model (model/).
+weight decay 0.05), label smoothing 0.1, 8 epochs. No augmentation by default: in so few
+epochs the ViT underfits (train and test accuracy rise together), and random mirrors and
+shifts only slow it down (4 epochs with both gave 81.5%; without, this schedule stood at
+84.7% after 4 of its 8); `--flip --max-shift 2` turn them on for longer runs. Writes config.json, metrics.jsonl, training.png, results.json and the
+model (model/).
 """
 
 import dataclasses
@@ -30,11 +32,11 @@ class Config(ClassifierConfig):
     num_heads: int = number(4, ge=1)  # attention heads per block
     learning_rate: float = number(1e-3, gt=0)  # AdamW's peak learning rate
     batch_size: int = number(128, ge=1)  # examples per step (split over the devices)
-    epochs: int = number(4, ge=1)  # passes over the training set
+    epochs: int = number(8, ge=1)  # passes over the training set
     warmup_epochs: float = number(0.5, ge=0)  # linear warm-up from 0, in epochs
     weight_decay: float = number(0.05, ge=0)  # AdamW's decoupled weight decay
-    max_shift: int = number(2, ge=0)  # shift training images by up to this many pixels
-    flip: bool = True  # mirror training images at random
+    max_shift: int = number(0, ge=0)  # shift training images by up to this many pixels
+    flip: bool = False  # mirror training images at random
     label_smoothing: float = number(0.1, ge=0, lt=1)  # weight on a uniform target
 
 
