@@ -411,6 +411,15 @@ def _served_resnet(key, tmp_path: Path):
     return model, state, data, hashlib.sha256(data).hexdigest()
 
 
+def _resnet20_source(url: str, sha256: str, **fields):
+    """A `zoo.hub.TorchSource` of a torchvision-named ResNet-20 file at `url`."""
+    import zoo
+
+    return zoo.hub.TorchSource(
+        arch="resnet20", url=url, sha256=sha256, family="torchvision_resnet", **fields
+    )
+
+
 def test_remote_torch_weights_convert_once_and_load_by_name(getkey, tmp_path, zoo_home):
     from _idx_server import IdxServer
 
@@ -418,11 +427,9 @@ def test_remote_torch_weights_convert_once_and_load_by_name(getkey, tmp_path, zo
 
     model, state, data, sha = _served_resnet(getkey(), tmp_path)
     with IdxServer({"/tv/r20.safetensors": ("ok", data)}) as server:
-        source = zoo.hub.TorchSource(
-            arch="resnet20",
-            url=server.url("/tv/") + "r20.safetensors",
-            sha256=sha,
-            family="torchvision_resnet",
+        source = _resnet20_source(
+            server.url("/tv/") + "r20.safetensors",
+            sha,
             license="test",
             preprocess={"input_size": [1, 12, 12]},
         )
@@ -454,13 +461,7 @@ def test_create_model_fetches_a_torch_source_by_name(getkey, tmp_path, zoo_home,
 
     model, state, data, sha = _served_resnet(getkey(), tmp_path)
     with IdxServer({"/tv/r20.safetensors": ("ok", data)}) as server:
-        source = zoo.hub.TorchSource(
-            arch="resnet20",
-            url=server.url("/tv/") + "r20.safetensors",
-            sha256=sha,
-            family="torchvision_resnet",
-            license="test",
-        )
+        source = _resnet20_source(server.url("/tv/") + "r20.safetensors", sha, license="test")
         monkeypatch.setitem(torch_sources.TORCH_SOURCES, "resnet20.tv_test", source)
         x = jax.random.normal(getkey(), (2, 1, 12, 12))
         want, _ = _vmap(eqx.nn.inference_mode(model))(x, state)
@@ -496,12 +497,7 @@ def test_remote_torch_weights_bad_downloads_cache_nothing(
     }
     error, message = errors[failure]
     with IdxServer({"/w.safetensors": (mode, data)}) as server:
-        source = zoo.hub.TorchSource(
-            arch="resnet20",
-            url=server.url("/") + "w.safetensors",
-            sha256=pinned,
-            family="torchvision_resnet",
-        )
+        source = _resnet20_source(server.url("/") + "w.safetensors", pinned)
         with pytest.raises(error, match=message):
             zoo.hub.fetch_torch_weights("resnet20.bad", source=source)
         assert server.hits == ([] if failure == "offline" else ["/w.safetensors"])
@@ -533,12 +529,7 @@ def test_remote_pth_is_read_with_torch(getkey, tmp_path, zoo_home):
     torch.save(tensors, tmp_path / "r20.pth")
     data = (tmp_path / "r20.pth").read_bytes()
     with IdxServer({"/r20.pth": ("ok", data)}) as server:
-        source = zoo.hub.TorchSource(
-            arch="resnet20",
-            url=server.url("/") + "r20.pth",
-            sha256=hashlib.sha256(data).hexdigest(),
-            family="torchvision_resnet",
-        )
+        source = _resnet20_source(server.url("/") + "r20.pth", hashlib.sha256(data).hexdigest())
         zoo.hub.fetch_torch_weights("resnet20.pth_test", source=source)
     loaded, loaded_state = zoo.create_model("resnet20.pth_test", pretrained=True)
     x = jax.random.normal(getkey(), (2, 1, 12, 12))
