@@ -18,7 +18,7 @@ from jaxtyping import PyTree
 
 from ._callback import Callback, FitContext
 from ._checkpoint import checkpoint_path, save_checkpoint
-from ._checks import batch_problems
+from ._checks import batch_problems, class_count
 from ._errors import NonFiniteLossError
 from ._parallel import allgather_json
 from ._writers import MetricWriter
@@ -73,10 +73,10 @@ class SignalStop(Callback):
 def _num_classes(ctx: FitContext) -> int | None:
     """The class count of the model (zoo's classifiers have `num_classes`), else of the
     config, else `None`."""
-    n = getattr(ctx.train_state.model, "num_classes", None)
+    n = class_count(getattr(ctx.train_state.model, "num_classes", None))
     if n is None and isinstance(ctx.config, Mapping):
-        n = ctx.config.get("num_classes")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+        n = class_count(ctx.config.get("num_classes"))
+    return n
 
 
 class NonFiniteGuard(Callback):

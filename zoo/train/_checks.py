@@ -6,6 +6,12 @@ from typing import Any
 import numpy as np
 
 
+def class_count(value: Any) -> int | None:
+    """`value` if it is a usable number of classes (a positive int), else `None`: what a
+    model's `num_classes` attribute (zoo's classifiers have one) or a config entry gives."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def batch_problems(batch: Mapping[str, Any], num_classes: int | None) -> list[str]:
     """What is wrong in a host batch that would make a loss non-finite: inputs holding NaN
     or infinity, and integer labels (one per example) that are negative or, given

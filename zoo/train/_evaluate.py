@@ -10,7 +10,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, Bool, PyTree
 
-from ._checks import batch_problems
+from ._checks import batch_problems, class_count
 from ._loss import Batch, MetricFn, batch_apply
 from ._parallel import DATA_AXIS, batch_sharding
 from ._state import check_model_state
@@ -140,7 +140,7 @@ def evaluate(
     # host in float64 at the end.
     sums = []
     problems: list[tuple[int, int, list[str]]] = []  # (first example, size, what is wrong)
-    num_classes = getattr(model, "num_classes", None)
+    num_classes = class_count(getattr(model, "num_classes", None))
     count = 0
     for batch, mask, n in _padded_batches(data, batch_size):
         # On the host, while the device works: read only if a metric comes out non-finite.

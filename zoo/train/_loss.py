@@ -133,21 +133,28 @@ def _class_logits(logits: Array) -> Array:
 
 
 def checked_labels(labels: Any, num_classes: int) -> tuple[Array, Array]:
-    """`labels` as int32, and a factor to multiply the losses by: 1.0 when every label lies
-    in `[0, num_classes)`, NaN when any does not.
+    """`labels` as int32, and whether any lies outside `[0, num_classes)`.
 
-    Without it, optax's cross-entropy silently reads an out-of-range label as a clamped or
-    NaN target and training goes on. A NaN loss (and NaN gradients) cannot be missed, and
-    `fit`'s [`zoo.train.NonFiniteGuard`][] and [`zoo.train.evaluate`][] then name the bad
-    labels from the host's copy of the batch. (An `eqx.error_if` would raise in the step
-    itself, but an executable holding a host callback is never served from JAX's
-    persistent compilation cache: every run would compile its steps again.) Multiplying by
-    exactly 1.0 changes no bit of a sound step."""
+    Without the check, optax's cross-entropy silently reads an out-of-range label as a
+    clamped or NaN target and training goes on. The losses turn such a batch's values NaN
+    (`_poisoned`), which cannot be missed; `fit`'s [`zoo.train.NonFiniteGuard`][] and
+    [`zoo.train.evaluate`][] then name the bad labels from the host's copy of the batch.
+    (An `eqx.error_if` would raise in the step itself, but an executable holding a host
+    callback is never served from JAX's persistent compilation cache: every run would
+    compile its steps again.)"""
     y = jnp.asarray(labels).astype(jnp.int32)
     if y.size == 0:
-        return y, jnp.ones((), jnp.float32)
-    bad = (jnp.min(y) < 0) | (jnp.max(y) >= num_classes)
-    return y, jnp.where(bad, jnp.nan, 1.0).astype(jnp.float32)
+        return y, jnp.asarray(False)
+    return y, (jnp.min(y) < 0) | (jnp.max(y) >= num_classes)
+
+
+def _poisoned(x: Array, bad: Array, *, differentiable: bool = False) -> Array:
+    """`x`, or NaN where `bad`. `differentiable`: a product with exactly 1.0 or NaN, so the
+    gradients are NaN too and a sound step keeps every bit; otherwise `where`, since XLA
+    rewrites `float(correct) * nan` as a select that drops the NaN."""
+    if differentiable:
+        return x * jnp.where(bad, jnp.nan, 1.0).astype(x.dtype)
+    return jnp.where(bad, jnp.nan, x).astype(x.dtype)
 
 
 def classification_loss(
@@ -195,7 +202,7 @@ def classification_loss(
             x = prepare(x)
         logits, model_state = batch_apply(model, model_state, x, key=key)
         logits = _class_logits(logits)
-        y, poison = checked_labels(labels, logits.shape[-1])
+        y, bad = checked_labels(labels, logits.shape[-1])
         if label_smoothing:
             targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
             targets = optax.smooth_labels(targets, label_smoothing)
@@ -203,12 +210,8 @@ def classification_loss(
         else:
             loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(logits.dtype))
-        # A product, so that the gradients are NaN too; the accuracy by `where`, since XLA
-        # rewrites `float(correct) * poison` as a select that drops the NaN.
-        return loss * poison.astype(loss.dtype), (
-            model_state,
-            {"accuracy": jnp.where(jnp.isnan(poison), jnp.nan, accuracy).astype(accuracy.dtype)},
-        )
+        metrics = {"accuracy": _poisoned(accuracy, bad)}
+        return _poisoned(loss, bad, differentiable=True), (model_state, metrics)
 
     return loss_fn
 
@@ -229,13 +232,12 @@ def classification_metrics(
         x = _inputs(batch, input_key, prepare)
         logits = _class_logits(batch_apply(model, model_state, x)[0])
         labels = batch_entry(batch, label_key, "label_key")
-        y, poison = checked_labels(labels, logits.shape[-1])
-        bad = jnp.isnan(poison)
+        y, bad = checked_labels(labels, logits.shape[-1])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         accuracy = (jnp.argmax(logits, axis=-1) == y).astype(logits.dtype)
         return {
-            "loss": jnp.where(bad, jnp.nan, loss).astype(loss.dtype),
-            "accuracy": jnp.where(bad, jnp.nan, accuracy).astype(accuracy.dtype),
+            "loss": _poisoned(loss, bad),
+            "accuracy": _poisoned(accuracy, bad),
         }
 
     return metric_fn
