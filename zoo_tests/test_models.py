@@ -431,6 +431,76 @@ def test_convnet_with_pooling_and_dropout_is_differentiable(getkey):
     np.testing.assert_allclose(eqx.nn.MaxPool2d(2, stride=2)(jnp.asarray(inner)), pooled)
 
 
+def _reduce_window_pool(h, pool):
+    window = (1, *pool, 1)
+    return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, window, window, "VALID")
+
+
+@pytest.mark.parametrize(
+    "shape, pool",
+    [
+        ((1, 8, 8, 3), (2, 2)),
+        ((1, 9, 7, 2), (2, 3)),  # remainders dropped, as VALID pooling does
+        ((1, 10, 4), (3,)),
+        ((1, 4, 6, 5, 2), (2, 2, 2)),
+    ],
+)
+def test_max_pool_equals_reduce_window_bit_for_bit(shape, pool):
+    """The ConvNet's reshape max-pool against `lax.reduce_window`: the same values and the
+    same gradients, bit for bit, on maps with many ties (a flat background, as images
+    give), where the gradient must go to the first maximum of each window only."""
+    from zoo.models._convnet import _max_pool_last
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., : shape[-1] // 2 + 1] = 0.25  # flat channels: every window is one tie
+    x.reshape(-1)[::7] = 1.5  # repeated maxima inside the other windows
+    x = jnp.asarray(x)
+    ours = _max_pool_last(x, pool)
+    ref = _reduce_window_pool(x, pool)
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+    weights = jnp.asarray(rng.standard_normal(ref.shape).astype(np.float32))
+    grads = [
+        jax.grad(lambda x, f=f: jnp.sum(f(x, pool) * weights))(x)
+        for f in (_max_pool_last, _reduce_window_pool)
+    ]
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert int(jnp.sum(grads[0] != 0)) == int(np.prod(ref.shape))  # one position per window
+    # A NaN in a window is its maximum, as with reduce_window.
+    bad = x.at[(0,) * (x.ndim - 1) + (shape[-1] - 1,)].set(jnp.nan)
+    assert bool(jnp.isnan(_max_pool_last(bad, pool)).any())
+    np.testing.assert_array_equal(
+        jnp.isnan(_max_pool_last(bad, pool)), jnp.isnan(_reduce_window_pool(bad, pool))
+    )
+
+
+def test_pooled_convnet_trains_bit_identically_to_reduce_window(getkey, monkeypatch):
+    """The strong preset's network on images with black backgrounds (ties in every flat
+    region): loss and gradients equal to those with `lax.reduce_window` pooling."""
+    import zoo
+    import zoo.models._convnet as convnet
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        **{**convnet.STRONG_CNN, "dropout": 0.0}, key=getkey()
+    )
+    images = np.zeros((6, 1, 28, 28), np.float32)
+    images[:, :, 8:20, 10:18] = np.random.default_rng(1).random((6, 1, 12, 8))
+
+    def loss(m):
+        out, _ = _bn_vmap(m)(jnp.asarray(images), state)
+        return jnp.sum(out**2)
+
+    runs = []
+    for pool in (convnet._max_pool_last, _reduce_window_pool):
+        monkeypatch.setattr(convnet, "_max_pool_last", pool)
+        value, grads = eqx.filter_jit(eqx.filter_value_and_grad(loss))(model)
+        runs.append((value, jax.tree.leaves(grads)))
+    assert float(runs[0][0]) == float(runs[1][0])
+    for ours, ref in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_array_equal(ours, ref)
+
+
 # ---------------------------------------------------------------- N-d ConvNets
 
 
