@@ -230,3 +230,45 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| `mlp_mnist` |"))
     seconds = [float(c) for c in row.strip("|").split("|")[1:]]
     assert len(seconds) == 3 and all(0 < t < 120 for t in seconds)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_parts_gradients_equal_xlas(stride):
+    """`benchmarks/conv_parts.py` times alternatives to XLA's conv gradients: each must
+    compute the same gradient (here on a small layer), or its timing means nothing."""
+    from benchmarks import conv_parts
+
+    size, c_in, c_out, kernel = 9, 3, 4, 3
+    out = -(-size // stride)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, size, size, c_in)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, c_in, c_out)).astype(np.float32)
+    g = rng.standard_normal((2, out, out, c_out)).astype(np.float32)
+    fns = conv_parts.layer_functions(size, c_in, c_out, kernel, stride)
+    values = {name: np.asarray(f(x, w, g)) for name, f in fns.items()}
+    assert values["forward"].shape == g.shape
+    assert values["dx xla"].shape == x.shape and values["dw xla"].shape == w.shape
+    np.testing.assert_allclose(values["dx phase"], values["dx xla"], rtol=1e-5, atol=1e-5)
+    for name in ("dw slices", "dw gather"):
+        np.testing.assert_allclose(values[name], values["dw xla"], rtol=1e-5, atol=1e-5)
+    # The weight gradient by NumPy: every output position's patch times its gradient.
+    lo = conv_parts._same(size, kernel, stride)[0]
+    hi = conv_parts._same(size, kernel, stride)[1]
+    xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    dw = np.zeros_like(w)
+    for i in range(kernel):
+        for j in range(kernel):
+            patch = xp[:, i : i + stride * out : stride, j : j + stride * out : stride, :]
+            dw[i, j] = np.einsum("nhwc,nhwo->co", patch, g)
+    np.testing.assert_allclose(values["dw gather"], dw, rtol=1e-4, atol=1e-4)
+    text = conv_parts.markdown(
+        {
+            "tiny": {
+                "ms": {n: 1.0 for n in fns},
+                "relative_error": {"dw gather": 1e-7},
+                "gflop": 0.1,
+            }
+        },
+        [0.0, 0.0, 0.0],
+    )
+    assert "| tiny | 0.100 | 1.00 |" in text and "1.0e-07" in text
