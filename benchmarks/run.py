@@ -472,12 +472,13 @@ def targets(results: dict) -> list[dict]:
             return add(text, None, goal, None, f"{what} not measured")
         ms = part["xla_ms"] if key == "dense_diagnostic" else _own_conv_ms(part)
         value = zoo["steps_per_s"] * ms / 1e3
+        step_ms = 1e3 / zoo["steps_per_s"]
         add(
             text,
             value,
             goal,
             value >= goal,
-            f"{what} {ms:.2f} ms, zoo's step {1e3 / zoo['steps_per_s']:.2f} ms",
+            f"{what} {ms:.2f} ms, zoo's step {step_ms:.2f} ms = {step_ms / ms:.2f}x them",
         )
 
     # The targets (#17): ratios from one run.
