@@ -20,7 +20,6 @@ so that a shared machine slows them alike; compare within one run.
 """
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -44,11 +43,6 @@ LAYERS = (
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _same(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
 def _gather_patches(xp, kernel: int, stride: int, out: int):
     """(N, out, out, kernel * kernel * C): one gather of pixel `stride * m + offset`."""
     pixel = (jnp.arange(out) * stride)[:, None] + jnp.arange(kernel)[None, :]
@@ -59,7 +53,7 @@ def _gather_patches(xp, kernel: int, stride: int, out: int):
 
 def layer_functions(size: int, c_in: int, c_out: int, kernel: int, stride: int) -> dict:
     """The jitted parts of one layer, each `f(x, w, g)`."""
-    pads = (_same(size, kernel, stride),) * 2
+    pads = lax.padtype_to_pads((size, size), (kernel, kernel), (stride, stride), "SAME")
     strides = (stride, stride)
     out = -(-size // stride)
 

@@ -252,8 +252,7 @@ def test_conv_parts_gradients_equal_xlas(stride):
     for name in ("dw slices", "dw gather"):
         np.testing.assert_allclose(values[name], values["dw xla"], rtol=1e-5, atol=1e-5)
     # The weight gradient by NumPy: every output position's patch times its gradient.
-    lo = conv_parts._same(size, kernel, stride)[0]
-    hi = conv_parts._same(size, kernel, stride)[1]
+    ((lo, hi),) = jax.lax.padtype_to_pads((size,), (kernel,), (stride,), "SAME")
     xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
     dw = np.zeros_like(w)
     for i in range(kernel):

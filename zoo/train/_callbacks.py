@@ -75,7 +75,7 @@ def _num_classes(ctx: FitContext) -> int | None:
     config, else `None`."""
     n = class_count(getattr(ctx.train_state.model, "num_classes", None))
     if n is None and isinstance(ctx.config, Mapping):
-        n = class_count(ctx.config.get("num_classes"))
+        return class_count(ctx.config.get("num_classes"))
     return n
 
 
