@@ -95,6 +95,47 @@ def test_scan_generated_equals_single_steps(getkey):
         zt.TrainStep(zt.stateless(loss), optimizer).scan_generated(train_state, 2)
 
 
+@pytest.mark.parametrize("batch_size", [64, 16])
+def test_generated_batches_made_together_train_as_in_each_step(getkey, monkeypatch, batch_size):
+    """`scan_generated` makes its K batches in one vmapped call before the steps when they
+    fit in `STACKED_GENERATION_BYTES`, else one inside each step. The batches are the same
+    bits either way; the steps then compile into different fusions, which for the OU
+    recipe's shapes (batch 64) give the same bits too (its 1,000-step run writes identical
+    weights), and for other shapes agree to float rounding."""
+    import zoo
+    from zoo.data import ou_process
+    from zoo.train import _step
+
+    def make_batch(key):
+        clean, noisy = ou_process(key, batch_size, 10)
+        return {"x": noisy[:, :-1, None], "y": clean[:, 1:, None]}
+
+    model, _ = zoo.create_model("gru_ou", key=getkey(), hidden_size=12)
+    optimizer = optax.adam(1e-2)
+    train_state = zt.init_train_state(model, optimizer, key=getkey())
+    stacked = 7 * 2 * batch_size * 9 * 4  # 7 batches of x and y, float32
+    results, top_level_scans = {}, {}
+    for name, limit in (("in each step", stacked - 1), ("made together", stacked)):
+        monkeypatch.setattr(_step, "STACKED_GENERATION_BYTES", limit)
+        step = zt.TrainStep(zt.regression_loss(), optimizer, make_batch=make_batch)
+        assert step._stacked_bytes(train_state, 7) == stacked
+        results[name] = step.scan_generated(train_state, 7)
+        partition, leaves = _step.Partition.split(train_state)
+        jaxpr = jax.make_jaxpr(step.compiled("generated", partition, num_steps=7))(leaves)
+        inner = jaxpr.eqns[0].params["jaxpr"].eqns  # inside the jit
+        top_level_scans[name] = sum(e.primitive.name == "scan" for e in inner)
+    # One scan of steps, or the key chain, the vmapped OU paths and the steps.
+    assert top_level_scans == {"in each step": 1, "made together": 3}
+    (per_step, m1), (together, m2) = results["in each step"], results["made together"]
+    assert m1["loss"].shape == (7,) and int(together.step) == 7
+    exact = batch_size == 64
+    if exact:
+        np.testing.assert_array_equal(m1["loss"], m2["loss"])
+    else:
+        np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
+    _assert_trees_equal(per_step, together, exact=exact)
+
+
 def test_no_recompilation(tmp_path, caplog):
     traces = []
     base = zt.classification_loss(input_key="x", label_key="y")
