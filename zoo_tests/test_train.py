@@ -136,6 +136,36 @@ def test_generated_batches_made_together_train_as_in_each_step(getkey, monkeypat
     _assert_trees_equal(per_step, together, exact=exact)
 
 
+def test_rbg_keys_make_each_generated_batch_in_its_step(getkey):
+    """rbg draws other bits under `vmap`, so its batches are never made together: the data
+    stay `make_batch(key)`'s for every key."""
+    from zoo.train import _step
+
+    def make_batch(key):
+        return {"x": jr.normal(key, (4, 1)), "y": jr.normal(jr.fold_in(key, 1), (4, 1))}
+
+    model = eqx.nn.Linear(1, 1, key=getkey())
+    optimizer = optax.sgd(0.1)
+    with jax.default_prng_impl("rbg"):
+        key = jr.PRNGKey(0)
+        assert not _step._draws_alike_under_vmap(key)
+        train_state = zt.init_train_state(model, optimizer, key=key)
+        step = zt.TrainStep(zt.regression_loss(), optimizer, make_batch=make_batch)
+        partition, leaves = _step.Partition.split(train_state)
+        jaxpr = jax.make_jaxpr(step.compiled("generated", partition, num_steps=3))(leaves)
+        inner = jaxpr.eqns[0].params["jaxpr"].eqns
+        assert sum(e.primitive.name == "scan" for e in inner) == 1
+        _, metrics = step.scan_generated(train_state, 3)
+        # The first step's loss, from make_batch on the first data key, by hand.
+        _, data_key, _ = jr.split(key, 3)
+        batch = make_batch(data_key)
+        expected = jnp.mean((jax.vmap(model)(batch["x"]) - batch["y"]) ** 2)
+        np.testing.assert_allclose(metrics["loss"][0], expected, rtol=1e-6)
+    assert _step._draws_alike_under_vmap(jr.PRNGKey(0))
+    assert _step._draws_alike_under_vmap(jr.key(0))
+    assert not _step._draws_alike_under_vmap(jr.key(0, impl="unsafe_rbg"))
+
+
 def test_no_recompilation(tmp_path, caplog):
     traces = []
     base = zt.classification_loss(input_key="x", label_key="y")

@@ -18,6 +18,7 @@ bound a step can actually approach is the time of those matmuls alone, reported 
 import json
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -128,6 +129,25 @@ def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> di
     below a big square matmul's rate, so this is the bound a training step of this model can
     actually approach; the roofline above is the hardware's.
     """
+    fn, args = dense_kernels(weights, batch_size)
+    ms = _median_ms(repeats, fn, *args)
+    flops = train_flops(weights, batch_size)  # the same count: no first-layer input gradient
+    return {"gflop": flops / 1e9, "xla_ms": ms, "xla_gflops": flops / (ms / 1e3) / 1e9}
+
+
+def kernels_alone(weights: W.Weights, batch_size: int) -> tuple[Callable, tuple] | None:
+    """`(fn, args)`: the jitted kernels a training step of this model cannot do without,
+    for timing beside the step itself (`benchmarks.run` interleaves them with the
+    contenders): the MLP's matmuls, the ConvNet's convolutions in XLA; `None` for others."""
+    if isinstance(weights, W.MLPWeights):
+        return dense_kernels(weights, batch_size)
+    if isinstance(weights, W.ConvNetWeights):
+        return conv_kernels(weights, batch_size)
+    return None
+
+
+def dense_kernels(weights: W.MLPWeights, batch_size: int) -> tuple[Callable, tuple]:
+    """`(fn, args)` of `dense_diagnostic`: the matmuls of one MLP training step, jitted."""
     import jax
     import jax.numpy as jnp
 
@@ -148,9 +168,46 @@ def dense_diagnostic(weights: W.MLPWeights, batch_size: int, repeats: int) -> di
                 out.append(g @ k.T)  # the gradient of the layer's input
         return out
 
-    ms = _median_ms(repeats, jax.jit(matmuls), kernels, x, grads)
-    flops = train_flops(weights, batch_size)  # the same count: no first-layer input gradient
-    return {"gflop": flops / 1e9, "xla_ms": ms, "xla_gflops": flops / (ms / 1e3) / 1e9}
+    return jax.jit(matmuls), (kernels, x, grads)
+
+
+def _conv_stack(weights: W.ConvNetWeights, conv: Callable) -> Callable:
+    """The gradient of the conv layers alone (bias, ReLU; no BatchNorm, no head)."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss(convs, x):
+        for (k, b), s in zip(convs, weights.strides):
+            x = jax.nn.relu(conv(x, k, s) + b.reshape(1, 1, 1, -1))
+        return jnp.sum(x)
+
+    return jax.grad(loss)
+
+
+def _lax_conv(x, k, s):
+    import jax
+
+    return jax.lax.conv_general_dilated(
+        x, k, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def _conv_inputs(weights: W.ConvNetWeights, batch_size: int) -> tuple:
+    import jax.numpy as jnp
+
+    from . import raw_jax
+
+    params, _ = raw_jax.cnn_params(weights)
+    x = jnp.asarray(np.random.default_rng(0).random((batch_size, 28, 28, 1), np.float32))
+    return params["convs"], x
+
+
+def conv_kernels(weights: W.ConvNetWeights, batch_size: int) -> tuple[Callable, tuple]:
+    """`(fn, args)` of `conv_diagnostic`'s XLA timing: the conv layers' forward, weight and
+    input gradients (none for the first layer's input), jitted."""
+    import jax
+
+    return jax.jit(_conv_stack(weights, _lax_conv)), _conv_inputs(weights, batch_size)
 
 
 def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) -> dict:
@@ -162,32 +219,14 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
     library with faster convolution kernels, whatever its dispatch; this shows by how much.
     """
     import jax
-    import jax.numpy as jnp
 
     from zoo.models import conv_gemm
 
-    from . import raw_jax
-
-    params, _ = raw_jax.cnn_params(weights)
-    convs = params["convs"]
-    x = jnp.asarray(np.random.default_rng(0).random((batch_size, 28, 28, 1), np.float32))
-
-    def stack(conv):
-        def loss(convs, x):
-            for (k, b), s in zip(convs, weights.strides):
-                x = jax.nn.relu(conv(x, k, s) + b)
-            return jnp.sum(x)
-
-        return jax.grad(loss)
+    convs, x = _conv_inputs(weights, batch_size)
 
     def in_scan(grad):
         # The same work as the body of a one-step `lax.scan`, as zoo's K-step dispatch runs it.
         return lambda convs, x: jax.lax.scan(lambda c, _: (c, grad(c, x)), convs, None, length=1)[1]
-
-    def lax_conv(x, k, s):
-        return jax.lax.conv_general_dilated(
-            x, k, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
 
     def gemm_conv(x, k, s):
         return conv_gemm(x, k, s, "SAME")
@@ -196,8 +235,8 @@ def conv_diagnostic(weights: W.ConvNetWeights, batch_size: int, repeats: int) ->
     first = weights.convs[0][0].size * _sizes(weights)[0][0] * _sizes(weights)[0][1]
     flops = (6.0 * macs - 2.0 * first) * batch_size  # no input gradient for the first layer
     out: dict = {"gflop": flops / 1e9}
-    for name, conv in (("xla", lax_conv), ("gemm", gemm_conv)):
-        grad = stack(conv)
+    for name, conv in (("xla", _lax_conv), ("gemm", gemm_conv)):
+        grad = _conv_stack(weights, conv)
         out[f"{name}_ms"] = _median_ms(repeats, jax.jit(grad), convs, x)
         out[f"{name}_scan_ms"] = _median_ms(repeats, jax.jit(in_scan(grad)), convs, x)
         out[f"{name}_gflops"] = flops / (out[f"{name}_ms"] / 1e3) / 1e9

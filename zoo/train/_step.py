@@ -6,6 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.lax as lax
+import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 import optax
@@ -26,6 +27,14 @@ def _split_key(key: PRNGKeyArray, _) -> tuple[PRNGKeyArray, tuple[PRNGKeyArray, 
     """One generated step's keys, `(next state's, make_batch's, the loss's)`, as a scan body."""
     new_key, data_key, loss_key = jr.split(key, 3)
     return new_key, (new_key, data_key, loss_key)
+
+
+def _draws_alike_under_vmap(key: PRNGKeyArray) -> bool:
+    """Whether `jax.random` draws the same bits from `key` under `vmap` as one call at a
+    time: threefry (JAX's default) does; rbg and unsafe_rbg do not."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.wrap_key_data(key)  # a raw uint32 key: drawn with the default impl
+    return str(jr.key_impl(key)) == "threefry2x32"
 
 
 class Partition:
@@ -251,7 +260,8 @@ class TrainStep:
             ts = partition.merge(leaves)
             if self.make_batch is None:
                 raise ValueError("this TrainStep has no `make_batch` to generate data with")
-            if self._stacked_bytes(ts, num_steps) > STACKED_GENERATION_BYTES:
+            stacked = self._stacked_bytes(ts, num_steps) <= STACKED_GENERATION_BYTES
+            if not (stacked and _draws_alike_under_vmap(ts.key)):
                 return lax.scan(train_generated_step, leaves, None, length=num_steps)
             # Every step's batch in one vmapped `make_batch` call before the steps: the same
             # keys, so the same bits, but its random draws (threefry, a rolled loop per call
@@ -335,10 +345,11 @@ class TrainStep:
         Each step splits the train state's key into a key for `make_batch(key)`, a key for
         the loss and the next state's key, so data generation (an OU process, say) never
         leaves the device. When the K batches together take at most
-        `STACKED_GENERATION_BYTES` (64 MiB), they are made before the steps by one
-        `jax.vmap(make_batch)` over those same keys: the same values, with the random draws
-        of K steps in one call (the OU recipe's step: 612 -> 532 us). Larger batches are
-        made inside each step, so that memory never holds K of them.
+        `STACKED_GENERATION_BYTES` (64 MiB) and the key is threefry (JAX's default), they
+        are made before the steps by one `jax.vmap(make_batch)` over those same keys: the
+        same values, with the random draws of K steps in one call (the OU recipe's step: 612
+        -> 532 us). Larger batches are made inside each step, so that memory never holds K
+        of them, and so are those of rbg keys, whose draws differ under `vmap`.
 
         **Arguments:**
 
