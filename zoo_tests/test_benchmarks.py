@@ -152,24 +152,26 @@ def _fake_results(zoo_mlp, torch_mlp, matmul_ms, gru, cnn, conv_ms):
     }
 
 
+def _results_meeting_every_target():
+    # MLP step 2.5 ms against matmuls of 2.4 ms alone: 0.96x of that bound; 1.6x torch.
+    # GRU 2.1x the best other; ConvNet 1.12x the best, its step 20 ms against convs of 18.
+    return _fake_results(
+        400.0,
+        250.0,
+        2.4,
+        {"zoo": 210.0, "raw_jax": 100.0, "torch": 50.0},
+        {"zoo": 50.0, "flax_jit": 44.6, "torch": 40.0},
+        (18.0, 25.0),
+    )
+
+
 def test_targets_are_the_issues():
     from benchmarks import run
 
     def met(results):
         return {t["target"]: t["met"] for t in run.targets(results)}
 
-    # MLP step 2.5 ms against matmuls of 2.4 ms alone: 0.96x of that bound; 1.6x torch.
-    # GRU 2.1x the best other; ConvNet 1.12x the best, its step 20 ms against convs of 18.
-    good = met(
-        _fake_results(
-            400.0,
-            250.0,
-            2.4,
-            {"zoo": 210.0, "raw_jax": 100.0, "torch": 50.0},
-            {"zoo": 50.0, "flax_jit": 44.6, "torch": 40.0},
-            (18.0, 25.0),
-        )
-    )
+    good = met(_results_meeting_every_target())
     assert good == {
         "MLP: zoo >= 0.95x its own matmuls' bound": True,
         "MLP: zoo >= 1.5x PyTorch eager": True,
@@ -202,15 +204,8 @@ def test_bound_targets_use_the_kernels_timed_among_the_contenders():
     diagnostic's, which the machine's drift can put minutes and 30% apart from the step."""
     from benchmarks import run
 
-    # By the diagnostics both bounds are met (as in test_targets_are_the_issues)...
-    results = _fake_results(
-        400.0,
-        250.0,
-        2.4,
-        {"zoo": 210.0, "raw_jax": 100.0},
-        {"zoo": 50.0, "flax_jit": 44.6},
-        (18.0, 25.0),
-    )
+    # By the diagnostics both bounds are met...
+    results = _results_meeting_every_target()
     # ...but timed beside the steps, the matmuls take 2.0 ms (the 2.5 ms step is 0.8x that
     # bound) and the convolutions 15 ms (the 20 ms step is 1.33x them).
     results["workloads"]["mlp"]["kernels_alone"] = {"ms": 2.0, "calls": 200, "spread": 1.1}
