@@ -46,9 +46,10 @@ def convert(session: nox.Session) -> None:
     missing library fails these tests instead of skipping them."""
     # Not the `test` extra: it pins the benchmarks' torch 2.13.0, which torchvision 0.29.1
     # cannot import beside.
-    session.install(".[convert]", "pytest>=8")
+    session.install(".[convert]", "pytest>=8", "pytest-xdist>=3.6")
     session.env["ZOO_TEST_CONVERT"] = "1"
-    session.run("python", "-m", "pytest", "-q", "zoo_tests/test_convert.py", *session.posargs)
+    args = session.posargs or ["-n", "auto"]
+    session.run("python", "-m", "pytest", "-q", "zoo_tests/test_convert.py", *args)
 
 
 @nox.session
