@@ -223,31 +223,21 @@ class TrainStep:
             ts, metrics = self._data_step(partition.merge(leaves), batch)
             return partition.out_leaves(ts), metrics
 
-        def shard_generated(batch: Batch) -> Batch:
+        def shard_generated(batch: Batch, stacked: bool = False) -> Batch:
             # Each device generates and trains on its slice of the generated batch; with
             # partitionable threefry (JAX's default) the values equal the unsplit ones.
+            # `stacked`: K batches `(K, batch, ...)`, split along axis 1.
             if mesh is None:
                 return batch
-            sharding, size = batch_sharding(mesh), mesh.devices.size
+            sharding, size = batch_sharding(mesh, stacked=stacked), mesh.devices.size
+            axis = int(stacked)
 
             def place(x):
-                if x.ndim and x.shape[0] % size == 0:
+                if x.ndim > axis and x.shape[axis] % size == 0:
                     return lax.with_sharding_constraint(x, sharding)
                 return x
 
             return jax.tree.map(place, batch)
-
-        def shard_stacked(batches: Batch) -> Batch:
-            if mesh is None:
-                return batches
-            sharding, size = batch_sharding(mesh, stacked=True), mesh.devices.size
-
-            def place(x):
-                if x.ndim > 1 and x.shape[1] % size == 0:
-                    return lax.with_sharding_constraint(x, sharding)
-                return x
-
-            return jax.tree.map(place, batches)
 
         def train_generated_step(leaves, _):
             ts, metrics = self._generated_step(partition.merge(leaves), shard_generated)
@@ -267,7 +257,7 @@ class TrainStep:
             # keys, so the same bits, but its random draws (threefry, a rolled loop per call
             # on the CPU) run once per K steps on K times the data.
             _, (new_keys, data_keys, keys) = lax.scan(_split_key, ts.key, None, length=num_steps)
-            batches = shard_stacked(jax.vmap(self.make_batch)(data_keys))
+            batches = shard_generated(jax.vmap(self.make_batch)(data_keys), stacked=True)
 
             def train_step_on(leaves, xs):
                 batch, key, new_key = xs
