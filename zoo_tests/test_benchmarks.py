@@ -315,3 +315,33 @@ def test_conv_parts_gradients_equal_xlas(stride):
         [0.0, 0.0, 0.0],
     )
     assert "| tiny | 0.100 | 1.00 |" in text and "1.0e-07" in text
+
+
+def test_step_parts_times_the_step_with_and_without_its_batchnorm():
+    """`benchmarks/step_parts.py` splits a ConvNet step into BatchNorm and the rest: its
+    step must train the registered network, its "no batchnorm" variant the same one without
+    BatchNorm, and the table must show BatchNorm's share of the step."""
+    from benchmarks import step_parts
+
+    fns = step_parts.network_functions("cnn_mnist", batch_size=2)
+    assert list(fns) == ["step", "no batchnorm", "convs alone"]
+    model, _ = step_parts._build("cnn_mnist")
+    trained, metrics = fns["step"]()
+    assert np.isfinite(float(metrics["loss"]))
+    assert not np.array_equal(trained.model.convs[0].weight, model.convs[0].weight)
+    norm = model.norms[0]
+    assert norm is not None and int(trained.model_state.get(norm.batch_counter)) == 1
+    plain = fns["no batchnorm"]()[0].model
+    assert all(n is None for n in plain.norms) and plain.channels == model.channels
+    # The strong network pools, which the conv bound does not model: no "convs alone".
+    strong = step_parts.network_functions("cnn_mnist_strong", batch_size=2)
+    assert list(strong) == ["step", "no batchnorm"]
+    text = step_parts.markdown(
+        {
+            "experiment": {"step": 20.0, "no batchnorm": 14.0, "convs alone": 12.5},
+            "strong": {"step": 80.0, "no batchnorm": 48.0},
+        },
+        [0.1, 0.2, 0.3],
+    )
+    assert "| experiment | 20.00 | 14.00 | 30% | 12.50 | 1.60x |" in text
+    assert "| strong | 80.00 | 48.00 | 40% | n/a | n/a |" in text

@@ -199,6 +199,57 @@ def test_batchnorm_statistics_and_running_state_match_numpy(getkey):
     np.testing.assert_allclose(ys[0], y, rtol=1e-5, atol=1e-6)
 
 
+def test_batchnorm_gradients_match_the_textbook_formula(getkey):
+    """The training-mode BatchNorm is written for speed (the variance is not differentiated
+    through the mean, the scale is folded per channel); its gradients must still be those
+    of the plain two-pass formula, differentiated whole. In float64, so that any difference
+    beyond rounding shows."""
+    import zoo
+
+    with jax.enable_x64(True):
+        model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+            channels=(3, 4),
+            kernel_sizes=3,
+            strides=(1, 2),
+            batch_norm=True,
+            in_size=7,
+            dtype=jnp.float64,
+            key=getkey(),
+        )
+        model = eqx.tree_at(
+            lambda m: [m.norms[i].weight for i in (0, 1)] + [m.norms[i].bias for i in (0, 1)],
+            model,
+            [jr.normal(getkey(), (c,), jnp.float64) for c in (3, 4, 3, 4)],
+        )
+        x = jr.normal(getkey(), (5, 1, 7, 7), jnp.float64) + 3.0  # a mean far from 0
+        target = jr.normal(getkey(), (5, 10), jnp.float64)
+
+        def ours(m):
+            logits, _ = _bn_vmap(m)(x, state)
+            return jnp.sum((logits - target) ** 2)
+
+        def textbook(m):
+            h = x
+            for conv, norm in zip(m.convs, m.norms, strict=True):
+                h = jax.vmap(conv)(h)  # (batch, C, H, W)
+                mean = jnp.mean(h, axis=(0, 2, 3), keepdims=True)
+                var = jnp.mean((h - mean) ** 2, axis=(0, 2, 3), keepdims=True)
+                h = (h - mean) / jnp.sqrt(var + norm.eps)
+                w, b = norm.weight[None, :, None, None], norm.bias[None, :, None, None]
+                h = jax.nn.relu(h * w + b)
+            logits = h.reshape(len(x), -1) @ m.head.weight.T + m.head.bias[None]
+            return jnp.sum((logits - target) ** 2)
+
+        got = eqx.filter_jit(eqx.filter_grad(ours))(model)
+        want = eqx.filter_jit(eqx.filter_grad(textbook))(model)
+        pairs = list(zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
+        assert len(pairs) == 10  # 2 convs (weight, bias), 2 norms (weight, bias), the head
+        for g, w in pairs:
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11)
+        norm_grad = got.norms[0].weight
+        assert norm_grad is not None and float(jnp.abs(norm_grad).sum()) > 1e-3
+
+
 def test_mlp_gradients_match_finite_differences(getkey):
     import zoo
 
