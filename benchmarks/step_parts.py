@@ -24,6 +24,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -47,7 +48,7 @@ def _build(arch: str, **kwargs) -> tuple[zoo.ConvNet, eqx.nn.State]:
     return get_model_spec(arch).builder(key=jr.PRNGKey(0), **kwargs)
 
 
-def step_function(arch: str, batch_size: int, **kwargs) -> Callable[[], object]:
+def step_function(arch: str, batch_size: int, **kwargs) -> Callable[[], Any]:
     """A no-argument call running one `zoo.train.TrainStep` (the single step `fit` calls
     with the recipe's K=1; Adam, the recipe's loss) of the registered ConvNet `arch`, built
     with `kwargs`, on a fixed random batch; it returns `(train_state, metrics)`."""
@@ -64,7 +65,7 @@ def step_function(arch: str, batch_size: int, **kwargs) -> Callable[[], object]:
     return lambda: step(train_state, batch)
 
 
-def network_functions(arch: str, batch_size: int = BATCH) -> dict[str, Callable[[], object]]:
+def network_functions(arch: str, batch_size: int = BATCH) -> dict[str, Callable[[], Any]]:
     """The timed variants of one network, each a no-argument call."""
     fns = {
         "step": step_function(arch, batch_size),
