@@ -17,20 +17,21 @@ are subsets of larger ones. Three modes, each trained for the same number of ste
 - `finetune`: every weight trains, from the pretrained ones (`--finetune-learning-rate`);
 - `scratch`: the same architecture freshly initialised.
 
-The default run (300 steps of batch 32 each, Adam 1e-3; 9 runs in 305 s wall on 2 busy
-cores), test accuracy on 540 held-out digits and each run's wall time:
+The default run (300 steps of batch 32 each, Adam 1e-3; 9 runs in 50 s on 2 idle cores,
+2026-12-02), test accuracy on 540 held-out digits and each run's wall time:
 
 | mode | 10 per class | 50 per class | all per class |
 |---|---|---|---|
-| probe | 82.41% (6 s) | 86.48% (6 s) | 88.15% (5 s) |
-| finetune | 94.44% (42 s) | 97.41% (54 s) | 98.70% (70 s) |
-| scratch | 94.26% (51 s) | 95.74% (35 s) | 97.59% (32 s) |
+| probe | 82.41% (4 s) | 86.48% (2 s) | 88.15% (2 s) |
+| finetune | 94.26% (8 s) | 97.41% (6 s) | 98.33% (7 s) |
+| scratch | 94.26% (6 s) | 95.00% (7 s) | 97.41% (7 s) |
 
-Pretraining helps when every weight trains (+1.7 and +1.1 points at 50 and all labels per
-class) but not at 10 per class (+0.2 points, one test image), and the frozen Fashion-MNIST
+Pretraining helps when every weight trains (+2.4 and +0.9 points at 50 and all labels per
+class) but not at 10 per class (the same accuracy), and the frozen Fashion-MNIST
 features are worse than training from scratch at every budget: clothing features do not
-separate digits linearly. With `--finetune-learning-rate 1e-4` fine-tuning reaches only
-92.04% / 95.56% / 95.93%.
+separate digits linearly. With `--finetune-learning-rate 1e-4` fine-tuning reached only
+92.04% / 95.56% / 95.93% (measured before the ConvNet's BatchNorm rewrite of 2026-12-02,
+which changed the trained digits by float rounding).
 
 Writes one run folder per mode and budget (`probe-10/`: config.json, metrics.jsonl,
 checkpoints), results.json, results.md (the table) and accuracy.png (test accuracy against
