@@ -19,9 +19,7 @@ Every function is jitted alone and the variants are interleaved round by round (
 so that a shared machine slows them alike; compare within one run.
 """
 
-import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.lax as lax
@@ -29,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.models import conv_gemm
+
+from ._cli import timing_main
 
 BATCH = 100
 # (name, input size, in channels, out channels, kernel, stride)
@@ -129,13 +129,7 @@ def markdown(results: dict, loadavg: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=9, help="rounds per measurement")
-    args = parser.parse_args(argv)
-    loadavg = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    results = measure(args.repeats)
-    print(markdown(results, loadavg))
-    return results
+    return timing_main(__doc__, measure, markdown, 9, argv)
 
 
 if __name__ == "__main__":

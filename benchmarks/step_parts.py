@@ -20,10 +20,8 @@ The variants are interleaved round by round (medians), so that a shared machine 
 alike; compare within one run.
 """
 
-import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -37,6 +35,7 @@ import zoo
 import zoo.train
 from zoo.models import get_model_spec
 
+from ._cli import timing_main
 from .contenders import _workloads as W, roofline
 
 BATCH = 100
@@ -118,13 +117,7 @@ def markdown(results: dict, loadavg: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=15, help="rounds per measurement")
-    args = parser.parse_args(argv)
-    loadavg = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    results = measure(args.repeats)
-    print(markdown(results, loadavg))
-    return results
+    return timing_main(__doc__, measure, markdown, 15, argv)
 
 
 if __name__ == "__main__":
