@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -33,7 +32,6 @@ import optax
 
 import zoo
 import zoo.train
-from zoo.models import get_model_spec
 
 from ._cli import timing_main
 from .contenders import _workloads as W, roofline
@@ -43,15 +41,11 @@ BATCH = 100
 NETWORKS = {"experiment": "cnn_mnist", "strong": "cnn_mnist_strong"}
 
 
-def _build(arch: str, **kwargs) -> tuple[zoo.ConvNet, eqx.nn.State]:
-    return get_model_spec(arch).builder(key=jr.PRNGKey(0), **kwargs)
-
-
 def step_function(arch: str, batch_size: int, **kwargs) -> Callable[[], Any]:
     """A no-argument call running one `zoo.train.TrainStep` (the single step `fit` calls
     with the recipe's K=1; Adam, the recipe's loss) of the registered ConvNet `arch`, built
     with `kwargs`, on a fixed random batch; it returns `(train_state, metrics)`."""
-    model, state = _build(arch, **kwargs)
+    model, state = zoo.create_model(arch, key=jr.PRNGKey(0), **kwargs)
     size = model.in_size
     optimizer = optax.adam(1e-3)
     step = zoo.train.TrainStep(W.zoo_loss("cnn"), optimizer)
@@ -70,12 +64,13 @@ def network_functions(arch: str, batch_size: int = BATCH) -> dict[str, Callable[
         "step": step_function(arch, batch_size),
         "no batchnorm": step_function(arch, batch_size, batch_norm=False),
     }
-    model, _ = _build(arch)
-    if not model.hidden and all(p == (1, 1) for p in model.pools):
-        weights = W.weights_of(model)
-        assert isinstance(weights, W.ConvNetWeights)
-        kernels, args = roofline.conv_kernels(weights, batch_size)
-        fns["convs alone"] = lambda: kernels(*args)
+    try:  # the bound covers plain conv stacks: `weights_of` refuses pools and dense layers
+        weights = W.weights_of(zoo.create_model(arch, key=jr.PRNGKey(0))[0])
+    except ValueError:
+        return fns
+    assert isinstance(weights, W.ConvNetWeights)
+    kernels, args = roofline.conv_kernels(weights, batch_size)
+    fns["convs alone"] = lambda: kernels(*args)
     return fns
 
 

@@ -325,7 +325,11 @@ def test_step_parts_times_the_step_with_and_without_its_batchnorm():
 
     fns = step_parts.network_functions("cnn_mnist", batch_size=2)
     assert list(fns) == ["step", "no batchnorm", "convs alone"]
-    model, _ = step_parts._build("cnn_mnist")
+    import jax.random as jr
+
+    import zoo
+
+    model, _ = zoo.create_model("cnn_mnist", key=jr.PRNGKey(0))  # what the step starts from
     trained, metrics = fns["step"]()
     assert np.isfinite(float(metrics["loss"]))
     assert not np.array_equal(trained.model.convs[0].weight, model.convs[0].weight)
