@@ -250,6 +250,67 @@ def test_batchnorm_gradients_match_the_textbook_formula(getkey):
         assert norm_grad is not None and float(jnp.abs(norm_grad).sum()) > 1e-3
 
 
+def test_batchnorm_takes_the_conv_bias_as_a_shift_that_only_the_running_mean_sees(
+    getkey, monkeypatch
+):
+    """In training mode the conv bias before a BatchNorm never meets the map (the batch
+    mean absorbs it): outputs and every other gradient equal those of adding it first, to
+    float rounding; its own gradient is exactly zero (zero in exact arithmetic too); the
+    running mean still records it, so inference mode adds it back."""
+    import zoo
+    import zoo.models._convnet as convnet
+
+    model, state = eqx.nn.make_with_state(zoo.ConvNet)(
+        channels=(3, 4), kernel_sizes=3, strides=(1, 2), batch_norm=True, in_size=7, key=getkey()
+    )
+    biases = [0.1 * jr.normal(getkey(), (c.out_channels, 1, 1)) + 3.0 for c in model.convs]
+    model = eqx.tree_at(lambda m: [c.bias for c in m.convs], model, biases)
+    x = jr.normal(getkey(), (5, 1, 7, 7))
+
+    def loss(m):
+        logits, new_state = _bn_vmap(m)(x, state)
+        return jnp.sum(logits**2), new_state
+
+    def run():
+        return eqx.filter_jit(eqx.filter_value_and_grad(loss, has_aux=True))(model)
+
+    (value, new_state), grads = run()
+    # The reference: the bias added to the map first, BatchNorm with no shift.
+    conv_last, batch_norm_last = convnet._conv_last, convnet._batch_norm_last
+    monkeypatch.setattr(convnet, "_conv_last", lambda conv, h, bias=True: conv_last(conv, h))
+    monkeypatch.setattr(
+        convnet, "_batch_norm_last", lambda norm, h, st, shift=None: batch_norm_last(norm, h, st)
+    )
+    (ref_value, ref_state), ref_grads = run()
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for conv, ref_conv in zip(grads.convs, ref_grads.convs, strict=True):
+        assert not np.any(np.asarray(conv.bias))  # exactly zero
+        assert np.abs(np.asarray(ref_conv.bias)).max() < 1e-3  # rounding noise, not signal
+        np.testing.assert_allclose(conv.weight, ref_conv.weight, rtol=1e-4, atol=1e-5)
+    for path in ("norms", "head"):
+        for g, r in zip(
+            jax.tree.leaves(getattr(grads, path)), jax.tree.leaves(getattr(ref_grads, path))
+        ):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+    for norm, bias in zip(model.norms, biases, strict=True):
+        assert norm is not None
+        mean, var = new_state.get(norm.batch_state_index)
+        ref_mean, ref_var = ref_state.get(norm.batch_state_index)
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var, ref_var, rtol=1e-5, atol=1e-6)
+        # The shift of about 3 is recorded: the running mean after one step is (1 - m) of it.
+        assert float(jnp.min(mean / (1 - norm.momentum))) > 1.0
+    infer = eqx.nn.inference_mode(model)
+    monkeypatch.undo()
+    ours, _ = jax.vmap(infer, in_axes=(0, None), out_axes=(0, None))(x, new_state)
+    monkeypatch.setattr(convnet, "_conv_last", lambda conv, h, bias=True: conv_last(conv, h))
+    monkeypatch.setattr(
+        convnet, "_batch_norm_last", lambda norm, h, st, shift=None: batch_norm_last(norm, h, st)
+    )
+    ref, _ = jax.vmap(infer, in_axes=(0, None), out_axes=(0, None))(x, new_state)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_mlp_gradients_match_finite_differences(getkey):
     import zoo
 
