@@ -4,11 +4,12 @@
     zoo train mnist_cnn --preset strong --epochs 15  # two conv blocks with BatchNorm and pooling
 
 Adam 1e-3 (cosine-decayed), batch 100, 10 epochs; BatchNorm statistics are carried through
-training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.20% on
-Fashion-MNIST in 108 s of training on 2 cores (88.78% with `--lr-schedule constant`, before
-the BatchNorm rewrite of 2026-12-02); the strong preset 93.43% in 15 epochs (12.0 min; its
-bundled weights, trained before that rewrite, 93.56%). `--augment flip` mirrors training images at
-random; it did not help the strong preset here (93.23% in 15 epochs, 93.44% in 25).
+training in `eqx.nn.State` and evaluation runs in inference mode. Reaches 90.14% on
+Fashion-MNIST in 75 s of training on 2 cores (88.78% with `--lr-schedule constant`, before
+the BatchNorm rewrites of 2026-12-02); the strong preset 93.51% in 15 epochs (7.5-8.4 min;
+its bundled weights, trained before those rewrites, 93.56%). `--augment flip` mirrors
+training images at random; it did not help the strong preset here (93.23% in 15 epochs,
+93.44% in 25).
 Writes config.json, metrics.jsonl, training.png, results.json and the model (model/).
 """
 
