@@ -521,19 +521,17 @@ def targets(results: dict) -> list[dict]:
         ahead("GRU-OU: zoo >= 2x the best other contender", "gru", 2.0)
     if "cnn" in wl:
         ahead("ConvNet: zoo >= 1.1x every contender", "cnn", 1.1)
-        # Where a contender outruns even XLA's convolutions alone, no rewrite of zoo's step
-        # around them can meet the target: say so, with the measured times.
+        # A miss says how far XLA's convolutions alone would get: the ceiling of any rewrite
+        # of zoo's step around them (below the goal, only faster convolutions can meet it).
         row, xla_ms = rows[-1], wl["cnn"].get("conv_diagnostic", {}).get("xla_ms")
         closest = row["note"].removeprefix("closest: ").split(";")[0]
         rival = contender("cnn", closest)
         if row["met"] is False and xla_ms and rival:
-            best = 1e3 / xla_ms / rival["steps_per_s"]
-            if best < 1.1:
-                row["note"] += (
-                    f"; XLA's convolutions alone take {xla_ms:.2f} ms, {closest}'s whole step "
-                    f"{1e3 / rival['steps_per_s']:.2f} ms: a step of nothing but them would "
-                    f"be {best:.2f}x"
-                )
+            row["note"] += (
+                f"; XLA's convolutions alone take {xla_ms:.2f} ms, {closest}'s whole step "
+                f"{1e3 / rival['steps_per_s']:.2f} ms: a step of nothing but them would be "
+                f"{1e3 / xla_ms / rival['steps_per_s']:.2f}x"
+            )
         # Time outside the convolutions at PyTorch's level: step <= 1.15x the convs alone.
         bound(
             "ConvNet: zoo's step <= 1.15x its convolutions alone",
