@@ -116,7 +116,7 @@ def _batch_norm_last(
         centred = x - lax.stop_gradient(mean).reshape(channel)
         var = lax.pmean(jnp.mean(jnp.square(centred), axis=axes), norm.axis_name)
         var = jnp.maximum(0.0, var)
-        shifted = mean if shift is None else mean + lax.stop_gradient(shift).reshape(-1)
+        shifted = mean if shift is None else mean + shift.reshape(-1)
         m = norm.momentum
         state = state.set(counter_index, counter + 1)
         state = state.set(
